@@ -1,0 +1,227 @@
+"""What the three cells and the three sequence layers share.
+
+A cell does one step; the sequence layer drives the time loop. Each cell
+exposes two pieces that its own ``call`` and the sequence layer's loop both
+use, so the two cannot drift apart:
+
+- ``project_inputs(inputs)``: ``inputs @ kernel (+ input bias)``, for one step
+  ``(batch, features)`` or a whole sequence ``(batch, time, features)``;
+- ``make_step(recurrent_dropout_mask)``: a function
+  ``step(projected_t, states) -> (output, new_states)`` that does the
+  recurrent matmul and the gate arithmetic.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_recurrent import _checks
+from keras_recurrent._loop import recurrence
+
+
+def _shape_of(value):
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+def _dims_differ(a, b):
+    return a is not None and b is not None and a != b
+
+
+class StepCell:
+    """Mixin that gives a cell its ``call``: one step of its layer's loop."""
+
+    def call(self, inputs, states, training=False):
+        nested = isinstance(states, (list, tuple))
+        states = list(states) if nested else [states]
+        if training and self.dropout > 0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        rec_mask = None
+        if training and self.recurrent_dropout > 0:
+            rec_mask = self.get_recurrent_dropout_mask(states[0])
+        step = self.make_step(rec_mask)
+        output, new_states = step(self.project_inputs(inputs), states)
+        return output, (new_states if nested else new_states[0])
+
+
+def cell_property(name):
+    """A read-only layer attribute forwarded to the layer's cell."""
+    return property(lambda self: getattr(self.cell, name), doc=f"The cell's `{name}`.")
+
+
+class RecurrentLayer(keras.layers.RNN):
+    """Base of the sequence layers: checks, the time loop and the config.
+
+    Subclasses build their cell and pass it here with the ``keras.layers.RNN``
+    arguments. Input projection and time loop run in :meth:`inner_loop`.
+    """
+
+    #: Why ``use_cudnn=True`` cannot be honoured; subclasses may say more.
+    _no_cudnn_reason = "keras_recurrent layers have no cuDNN implementation."
+
+    def __init__(self, cell, use_cudnn="auto", **kwargs):
+        super().__init__(cell, **kwargs)
+        self.use_cudnn = _checks.check_use_cudnn(use_cudnn, self._no_cudnn_reason)
+
+    units = cell_property("units")
+    activation = cell_property("activation")
+    use_bias = cell_property("use_bias")
+    kernel_initializer = cell_property("kernel_initializer")
+    recurrent_initializer = cell_property("recurrent_initializer")
+    bias_initializer = cell_property("bias_initializer")
+    kernel_regularizer = cell_property("kernel_regularizer")
+    recurrent_regularizer = cell_property("recurrent_regularizer")
+    bias_regularizer = cell_property("bias_regularizer")
+    kernel_constraint = cell_property("kernel_constraint")
+    recurrent_constraint = cell_property("recurrent_constraint")
+    bias_constraint = cell_property("bias_constraint")
+    dropout = cell_property("dropout")
+    recurrent_dropout = cell_property("recurrent_dropout")
+
+    # -- checks -----------------------------------------------------------
+
+    def _check_sequences(self, shape):
+        shape = tuple(shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"Layer {self.name!r} expects inputs of rank 3 "
+                "(batch, time, features). "
+                f"Received: inputs.shape={shape}"
+            )
+        if shape[-1] is None:
+            raise ValueError(
+                f"Layer {self.name!r} needs a known feature size (last axis). "
+                f"Received: inputs.shape={shape}"
+            )
+        kernel = getattr(self.cell, "kernel", None)
+        if kernel is not None and shape[-1] != kernel.shape[0]:
+            raise ValueError(
+                f"Layer {self.name!r} was built for {kernel.shape[0]} input "
+                f"features. Received: inputs.shape={shape}"
+            )
+        if self.unroll and shape[1] is None:
+            raise ValueError(
+                f"Layer {self.name!r} has unroll=True, which needs a known "
+                "number of time steps: give the Input a `shape` whose time "
+                f"axis is set. Received: inputs.shape={shape}"
+            )
+        if self.stateful and self.states is not None:
+            expected = _shape_of(self.states[0])[0]
+            if _dims_differ(shape[0], expected):
+                raise ValueError(
+                    f"Layer {self.name!r} is stateful and holds states for a "
+                    f"batch of {expected}; a stateful layer needs the same "
+                    "batch size in every call (use reset_state(states=...) "
+                    f"to start over). Received: inputs.shape={shape}"
+                )
+
+    def _check_mask(self, mask, sequences_shape):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if mask is None:
+            return None
+        shape = _shape_of(mask)
+        if len(shape) != 2 or any(
+            _dims_differ(m, s) for m, s in zip(shape, sequences_shape[:2])
+        ):
+            raise ValueError(
+                f"Layer {self.name!r} expects a mask of shape (batch, time) = "
+                f"{tuple(sequences_shape[:2])}. Received: mask.shape={shape}"
+            )
+        return mask
+
+    def _check_initial_state(self, initial_state, sequences_shape):
+        if initial_state is None:
+            return None
+        states = (
+            list(initial_state)
+            if isinstance(initial_state, (list, tuple))
+            else [initial_state]
+        )
+        if len(states) != len(self.state_size):
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(self.state_size)} initial "
+                f"state tensor(s). Received: {len(states)} initial state(s)"
+            )
+        for index, (state, size) in enumerate(zip(states, self.state_size)):
+            shape = _shape_of(state)
+            expected = (sequences_shape[0], size)
+            if len(shape) != 2 or any(
+                _dims_differ(a, b) for a, b in zip(shape, expected)
+            ):
+                raise ValueError(
+                    f"Layer {self.name!r} expects initial_state[{index}] of "
+                    f"shape {expected}. Received: "
+                    f"initial_state[{index}].shape={shape}"
+                )
+        return states
+
+    # -- keras.layers.RNN hooks ----------------------------------------------
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self._check_sequences(sequences_shape)
+        super().build(sequences_shape, initial_state_shape)
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        shape = _shape_of(sequences)
+        self._check_sequences(shape)
+        return super().call(
+            sequences,
+            initial_state=self._check_initial_state(initial_state, shape),
+            mask=self._check_mask(mask, shape),
+            training=bool(training),
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        if training and cell.dropout > 0:
+            # One mask per sequence, the same at every time step.
+            dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * ops.expand_dims(dp_mask, 1)
+        rec_mask = None
+        if training and cell.recurrent_dropout > 0:
+            rec_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+        return recurrence(
+            cell.make_step(rec_mask),
+            cell.project_inputs(sequences),
+            initial_state,
+            mask=mask,
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
+
+    def reset_state(self, states=None):
+        """Resets a stateful layer's states to zeros, or to ``states``.
+
+        Args:
+            states: optional list of arrays, one per state, each of shape
+                ``(batch, units)``; for a layer with one state a single array
+                is accepted too.
+        """
+        if states is None:
+            super().reset_state()
+            return
+        if self.states is None:
+            raise ValueError(
+                f"Layer {self.name!r} has no states to reset: reset_state("
+                "states=...) needs a stateful layer that has been built. "
+                f"Received: stateful={self.stateful}"
+            )
+        batch = _shape_of(self.states[0])[0]
+        values = self._check_initial_state(states, (batch,))
+        for variable, value in zip(self.states, values):
+            variable.assign(ops.cast(value, variable.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        del config["cell"]
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key, None)
+        config.update(cell_config)
+        config["use_cudnn"] = self.use_cudnn
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

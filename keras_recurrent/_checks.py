@@ -1,0 +1,104 @@
+"""Argument checks shared by the cells and sequence layers.
+
+Every check raises early, names the argument and shows the value received,
+in Keras's own style: ``"... Received: units=-3"``.
+"""
+
+import numbers
+
+import keras
+
+
+def check_units(units):
+    if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
+        raise ValueError(
+            "Argument `units` must be a positive integer. "
+            f"Received: units={units!r}"
+        )
+    return int(units)
+
+
+def check_rate(name, rate):
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, numbers.Real)
+        or not 0.0 <= rate < 1.0
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be a float in the range [0, 1). "
+            f"Received: {name}={rate!r}"
+        )
+    return float(rate)
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Argument `{name}` must be a boolean. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_use_cudnn(use_cudnn, reason):
+    if use_cudnn not in ("auto", True, False):
+        raise ValueError(
+            "Argument `use_cudnn` must be one of 'auto', True or False. "
+            f"Received: use_cudnn={use_cudnn!r}"
+        )
+    if use_cudnn is True:
+        raise ValueError(
+            f"Argument `use_cudnn=True` cannot be honoured: {reason} Pass "
+            "use_cudnn='auto' or False to run the keras_recurrent recurrence. "
+            "Received: use_cudnn=True"
+        )
+    return use_cudnn
+
+
+_GETTERS = {
+    "activation": keras.activations.get,
+    "initializer": keras.initializers.get,
+    "regularizer": keras.regularizers.get,
+    "constraint": keras.constraints.get,
+}
+
+_BOOLEANS = frozenset(
+    {
+        "use_bias",
+        "unit_forget_bias",
+        "reset_after",
+        "use_peepholes",
+        "return_sequences",
+        "return_state",
+        "go_backwards",
+        "stateful",
+        "unroll",
+    }
+)
+
+
+def _check_identifier(name, value):
+    kind = name.rsplit("_", 1)[-1]
+    try:
+        _GETTERS[kind](value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"Argument `{name}` is not a known {kind} ({error}). "
+            f"Received: {name}={value!r}"
+        ) from None
+
+
+def check_arguments(arguments):
+    """Checks constructor arguments by name, before Keras sees any of them.
+
+    Called first thing in each ``__init__`` with ``locals()``; names it does
+    not know (``self``, ``kwargs``, ``seed`` ...) pass through.
+    """
+    for name, value in arguments.items():
+        if name == "units":
+            check_units(value)
+        elif name in ("dropout", "recurrent_dropout"):
+            check_rate(name, value)
+        elif name in _BOOLEANS:
+            check_bool(name, value)
+        elif name.rsplit("_", 1)[-1] in _GETTERS:
+            _check_identifier(name, value)

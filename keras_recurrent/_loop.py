@@ -1,0 +1,85 @@
+"""The time loop: the one place where keras_recurrent iterates over time.
+
+The sequence layers project the whole input sequence through the input kernel
+in one matmul before calling :func:`recurrence`, so each loop iteration only
+does the recurrent matmul and the gate arithmetic of the cell's ``step``.
+"""
+
+from keras import ops
+
+
+def recurrence(
+    step,
+    projected,
+    initial_state,
+    mask=None,
+    go_backwards=False,
+    unroll=False,
+    zero_output_for_mask=False,
+):
+    """Runs ``step`` over the time axis of ``projected``.
+
+    Args:
+        step: ``step(x_t, states) -> (output, new_states)``, where ``x_t`` is
+            one time step of ``projected`` and ``output`` is ``new_states[0]``
+            (true of SimpleRNN, LSTM and GRU).
+        projected: ``(batch, time, features)`` tensor, the input projection.
+        initial_state: list of ``(batch, units_i)`` tensors.
+        mask: optional ``(batch, time)`` boolean tensor. At a masked step the
+            states are carried over unchanged and the output repeats the last
+            unmasked output (zeros before the first one), or is zero when
+            ``zero_output_for_mask``: the semantics of Keras's own RNN loop.
+        go_backwards: iterate from the last time step to the first; outputs
+            are then returned in the order they were computed, as in Keras.
+        unroll: iterate in Python (the time axis must be static).
+
+    Returns:
+        ``(last_output, outputs, states)``, with ``outputs`` of shape
+        ``(batch, time, units)``.
+    """
+    xs = ops.transpose(projected, (1, 0, 2))
+    masks = None
+    if mask is not None:
+        masks = ops.expand_dims(ops.transpose(ops.cast(mask, "bool"), (1, 0)), -1)
+    if go_backwards:
+        xs = ops.flip(xs, axis=0)
+        if masks is not None:
+            masks = ops.flip(masks, axis=0)
+
+    def masked_step(states, x_t, mask_t):
+        _, new_states = step(x_t, list(states))
+        if mask_t is not None:
+            new_states = [
+                ops.where(mask_t, new, old) for new, old in zip(new_states, states)
+            ]
+        return tuple(new_states)
+
+    if unroll:
+        states = tuple(initial_state)
+        hs = []
+        for t in range(projected.shape[1]):
+            states = masked_step(states, xs[t], None if masks is None else masks[t])
+            hs.append(states[0])
+        hs = ops.stack(hs)
+    else:
+
+        def body(states, inputs):
+            x_t, mask_t = inputs if masks is not None else (inputs, None)
+            states = masked_step(states, x_t, mask_t)
+            # Keras's TensorFlow scan stacks outputs shaped like the carry.
+            return states, states
+
+        scan_inputs = xs if masks is None else (xs, masks)
+        states, stacked = ops.scan(body, tuple(initial_state), scan_inputs)
+        hs = stacked[0]
+
+    outputs = hs
+    if masks is not None:
+        if zero_output_for_mask:
+            keep = masks
+        else:
+            # Before the first unmasked step Keras outputs zeros; after it the
+            # output is the carried state, since output == states[0].
+            keep = ops.cumsum(ops.cast(masks, "int32"), axis=0) > 0
+        outputs = ops.where(keep, hs, ops.zeros_like(hs))
+    return outputs[-1], ops.transpose(outputs, (1, 0, 2)), list(states)

@@ -1,0 +1,262 @@
+"""Gated recurrent unit: ``GRUCell`` and the ``GRU`` layer."""
+
+import keras
+from keras import ops
+
+from keras_recurrent._base import RecurrentLayer, StepCell, cell_property
+from keras_recurrent._checks import check_arguments
+
+
+class GRUCell(StepCell, keras.layers.GRUCell):
+    """Cell for one step of a GRU (Cho et al., 2014).
+
+    .. math::
+
+        z_t &= \\sigma(x_t W_z + b_z + h_{t-1} U_z + b'_z) \\\\
+        r_t &= \\sigma(x_t W_r + b_r + h_{t-1} U_r + b'_r) \\\\
+        \\tilde h_t &= \\phi(x_t W_h + b_h + r_t \\odot (h_{t-1} U_h + b'_h))
+            \\quad \\text{(reset\\_after=True)} \\\\
+        \\tilde h_t &= \\phi(x_t W_h + b_h + (r_t \\odot h_{t-1}) U_h)
+            \\quad \\text{(reset\\_after=False)} \\\\
+        h_t &= z_t \\odot h_{t-1} + (1 - z_t) \\odot \\tilde h_t
+
+    with ``sigma = recurrent_activation`` and ``phi = activation``. Weights
+    and gate order (``z, r, h``) are those of ``keras.layers.GRUCell``:
+    ``kernel (features, 3 * units)``, ``recurrent_kernel (units, 3 * units)``,
+    ``bias (2, 3 * units)`` (input ``b`` and recurrent ``b'``) when
+    ``reset_after=True``, ``bias (3 * units,)`` otherwise.
+
+    Recurrent dropout drops units of ``h_{t-1}`` where it enters the
+    recurrent matmul only; the carried ``z_t * h_{t-1}`` term is never
+    dropped. (``keras.layers.GRUCell`` drops it too, which rescales the kept
+    state by ``1 / (1 - recurrent_dropout)`` at every step.) Without
+    recurrent dropout, and at inference, the two agree.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function ``phi``. Default: ``tanh``.
+        recurrent_activation: Gate activation ``sigma``. Default: ``sigmoid``.
+        use_bias: Boolean, whether the layer uses a bias vector.
+        kernel_initializer, recurrent_initializer, bias_initializer:
+            Initializers of the three weights.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the three weights.
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            Constraints of the three weights.
+        dropout: Float in [0, 1): fraction of the input units to drop.
+        recurrent_dropout: Float in [0, 1): fraction of the recurrent units
+            to drop.
+        reset_after: Whether the reset gate is applied after the recurrent
+            matmul (True, the cuDNN-compatible default) or before it.
+        seed: Random seed for dropout.
+
+    Call arguments:
+        inputs: ``(batch, features)`` tensor.
+        states: list with the ``(batch, units)`` previous state.
+        training: Whether dropout is active.
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        reset_after=True,
+        seed=None,
+        **kwargs,
+    ):
+        check_arguments(locals())
+        super().__init__(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            reset_after=reset_after,
+            seed=seed,
+            **kwargs,
+        )
+
+    def project_inputs(self, inputs):
+        projected = ops.matmul(inputs, self.kernel)
+        if self.use_bias:
+            projected = projected + (self.bias[0] if self.reset_after else self.bias)
+        return projected
+
+    def make_step(self, recurrent_dropout_mask=None):
+        units = self.units
+        activation = self.activation
+        gate = self.recurrent_activation
+        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        if self.reset_after:
+            recurrent_bias = self.bias[1] if self.use_bias else None
+        else:
+            u_zr = recurrent_kernel[:, : 2 * units]
+            u_h = recurrent_kernel[:, 2 * units :]
+
+        def step(projected_t, states):
+            h_tm1 = states[0]
+            h_in = h_tm1
+            if recurrent_dropout_mask is not None:
+                h_in = h_tm1 * recurrent_dropout_mask
+            x_z, x_r, x_h = ops.split(projected_t, 3, axis=-1)
+            if self.reset_after:
+                inner = ops.matmul(h_in, recurrent_kernel)
+                if recurrent_bias is not None:
+                    inner = inner + recurrent_bias
+                h_z, h_r, h_h = ops.split(inner, 3, axis=-1)
+            else:
+                h_z, h_r = ops.split(ops.matmul(h_in, u_zr), 2, axis=-1)
+            z = gate(x_z + h_z)
+            r = gate(x_r + h_r)
+            if self.reset_after:
+                candidate = activation(x_h + r * h_h)
+            else:
+                candidate = activation(x_h + ops.matmul(r * h_in, u_h))
+            h = z * h_tm1 + (1 - z) * candidate
+            return h, [h]
+
+        return step
+
+
+class GRU(RecurrentLayer):
+    """Gated recurrent unit layer (Cho et al., 2014).
+
+    A drop-in replacement for ``keras.layers.GRU``: same arguments, defaults,
+    weights (see :class:`GRUCell`) and outputs, with the one documented
+    difference under recurrent dropout in training. The input projection
+    ``x_t W + b`` is computed for every time step in one matmul before the
+    time loop.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function. Default: ``tanh``.
+        recurrent_activation: Gate activation. Default: ``sigmoid``.
+        use_bias: Boolean, whether the layer uses a bias vector.
+        kernel_initializer, recurrent_initializer, bias_initializer:
+            Initializers of the three weights.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the three weights.
+        activity_regularizer: Regularizer applied to the layer's output.
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            Constraints of the three weights.
+        dropout: Float in [0, 1): fraction of the input units to drop, one
+            mask per sequence.
+        recurrent_dropout: Float in [0, 1): fraction of the recurrent units to
+            drop, one mask per sequence.
+        seed: Random seed for dropout.
+        return_sequences: Whether to return the whole output sequence or only
+            the last output.
+        return_state: Whether to return the last state too.
+        go_backwards: Whether to process the sequence backwards and return
+            the reversed sequence.
+        stateful: Whether the last state of each batch is the initial state
+            of the next batch (needs a fixed batch size).
+        unroll: Whether to unroll the time loop (needs a known number of
+            steps).
+        reset_after: Whether the reset gate is applied after the recurrent
+            matmul (True, the default) or before it.
+        use_cudnn: Accepted for compatibility: ``"auto"`` and ``False`` run
+            this layer's own loop; ``True`` raises, as there is no cuDNN path.
+
+    Call arguments:
+        sequences: ``(batch, time, features)`` tensor.
+        initial_state: optional list with one ``(batch, units)`` tensor.
+        mask: optional ``(batch, time)`` boolean tensor.
+        training: Whether dropout is active.
+
+    Example:
+
+    >>> layer = GRU(4)
+    >>> layer(np.zeros((2, 3, 5))).shape
+    (2, 4)
+    """
+
+    recurrent_activation = cell_property("recurrent_activation")
+    reset_after = cell_property("reset_after")
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        reset_after=True,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        check_arguments(locals())
+        cell = GRUCell(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            reset_after=reset_after,
+            seed=seed,
+            implementation=kwargs.pop("implementation", 2),
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="gru_cell",
+        )
+        super().__init__(
+            cell,
+            use_cudnn=use_cudnn,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
+        )

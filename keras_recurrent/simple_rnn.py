@@ -1,0 +1,218 @@
+"""Fully-connected recurrence: ``SimpleRNNCell`` and the ``SimpleRNN`` layer."""
+
+import keras
+from keras import ops
+
+from keras_recurrent._base import RecurrentLayer, StepCell
+from keras_recurrent._checks import check_arguments
+
+
+class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
+    """Cell for one step of a fully-connected RNN.
+
+    .. math::
+
+        h_t = \\phi(x_t W + h_{t-1} U + b)
+
+    with ``W = kernel (features, units)``, ``U = recurrent_kernel (units,
+    units)``, ``b = bias (units,)`` and ``phi = activation``: the weights and
+    numbers of ``keras.layers.SimpleRNNCell``.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function. Default: hyperbolic tangent
+            (``tanh``); ``None`` applies no activation.
+        use_bias: Boolean, whether the layer uses a bias vector.
+        kernel_initializer, recurrent_initializer, bias_initializer:
+            Initializers of the three weights.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the three weights.
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            Constraints of the three weights.
+        dropout: Float in [0, 1): fraction of the input units to drop.
+        recurrent_dropout: Float in [0, 1): fraction of the recurrent units
+            to drop.
+        seed: Random seed for dropout.
+
+    Call arguments:
+        inputs: ``(batch, features)`` tensor.
+        states: list with the ``(batch, units)`` previous state.
+        training: Whether dropout is active.
+
+    Example:
+
+    >>> cell = SimpleRNNCell(4)
+    >>> layer = keras.layers.RNN(cell)
+    >>> layer(np.zeros((2, 3, 5))).shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        check_arguments(locals())
+        super().__init__(
+            units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+            **kwargs,
+        )
+
+    def project_inputs(self, inputs):
+        projected = ops.matmul(inputs, self.kernel)
+        if self.use_bias:
+            projected = projected + self.bias
+        return projected
+
+    def make_step(self, recurrent_dropout_mask=None):
+        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        activation = self.activation or keras.activations.linear
+
+        def step(projected_t, states):
+            h_tm1 = states[0]
+            if recurrent_dropout_mask is not None:
+                h_tm1 = h_tm1 * recurrent_dropout_mask
+            h = activation(projected_t + ops.matmul(h_tm1, recurrent_kernel))
+            return h, [h]
+
+        return step
+
+
+class SimpleRNN(RecurrentLayer):
+    """Fully-connected RNN where the output is fed back as the next input.
+
+    A drop-in replacement for ``keras.layers.SimpleRNN``: same arguments,
+    same defaults, same weights (``kernel``, ``recurrent_kernel``, ``bias``),
+    same outputs. The input projection ``x_t W + b`` is computed for every
+    time step in one matmul before the time loop.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function. Default: ``tanh``.
+        use_bias: Boolean, whether the layer uses a bias vector.
+        kernel_initializer, recurrent_initializer, bias_initializer:
+            Initializers of the three weights.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the three weights.
+        activity_regularizer: Regularizer applied to the layer's output.
+            (``keras.layers.SimpleRNN`` accepts but ignores it; here it is
+            applied.)
+        kernel_constraint, recurrent_constraint, bias_constraint:
+            Constraints of the three weights.
+        dropout: Float in [0, 1): fraction of the input units to drop, one
+            mask per sequence.
+        recurrent_dropout: Float in [0, 1): fraction of the recurrent units to
+            drop, one mask per sequence.
+        seed: Random seed for dropout.
+        return_sequences: Whether to return the whole output sequence or only
+            the last output.
+        return_state: Whether to return the last state too.
+        go_backwards: Whether to process the sequence backwards and return
+            the reversed sequence.
+        stateful: Whether the last state of each batch is the initial state
+            of the next batch (needs a fixed batch size).
+        unroll: Whether to unroll the time loop (needs a known number of
+            steps).
+        use_cudnn: Accepted for compatibility: ``"auto"`` and ``False`` run
+            this layer's own loop; ``True`` raises, as there is no cuDNN path.
+
+    Call arguments:
+        sequences: ``(batch, time, features)`` tensor.
+        initial_state: optional list with one ``(batch, units)`` tensor.
+        mask: optional ``(batch, time)`` boolean tensor.
+        training: Whether dropout is active.
+
+    Example:
+
+    >>> layer = SimpleRNN(4, return_sequences=True)
+    >>> layer(np.zeros((2, 3, 5))).shape
+    (2, 3, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        check_arguments(locals())
+        kwargs.pop("implementation", None)  # Legacy argument, accepted and unused.
+        cell = SimpleRNNCell(
+            units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="simple_rnn_cell",
+        )
+        super().__init__(
+            cell,
+            use_cudnn=use_cudnn,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
+        )

@@ -74,3 +74,23 @@ def assert_all_close(actual, expected, atol=ATOL, rtol=0.0):
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(e), atol=atol,
             rtol=rtol,
         )
+
+
+def gradients(loss_fn, tensors):
+    """Gradients of the scalar ``loss_fn(*tensors)`` with respect to ``tensors``.
+
+    ``tensors`` may hold arrays (inputs, states) and Keras variables (weights),
+    as the backend's own autodiff sees them.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        values = [t if isinstance(t, keras.Variable) else tf.constant(t) for t in tensors]
+        with tf.GradientTape() as tape:
+            for v in values:
+                tape.watch(v.value if isinstance(v, keras.Variable) else v)
+            loss = loss_fn(*values)
+        targets = [v.value if isinstance(v, keras.Variable) else v for v in values]
+        return [g.numpy() for g in tape.gradient(loss, targets)]
+    raise NotImplementedError(f"No gradient helper for backend {backend!r} yet")

@@ -12,8 +12,7 @@ import keras
 def check_units(units):
     if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
         raise ValueError(
-            "Argument `units` must be a positive integer. "
-            f"Received: units={units!r}"
+            f"Argument `units` must be a positive integer. Received: units={units!r}"
         )
     return int(units)
 

@@ -29,8 +29,8 @@ def builtin_kwargs(kwargs):
 
 
 def random_inputs(batch=3, time=6, features=5, seed=0, dtype="float32"):
-    return np.random.default_rng(seed).normal(size=(batch, time, features)).astype(
-        dtype
+    return (
+        np.random.default_rng(seed).normal(size=(batch, time, features)).astype(dtype)
     )
 
 
@@ -71,7 +71,9 @@ def assert_all_close(actual, expected, atol=ATOL, rtol=0.0):
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(e), atol=atol,
+            keras.ops.convert_to_numpy(a),
+            keras.ops.convert_to_numpy(e),
+            atol=atol,
             rtol=rtol,
         )
 
@@ -86,7 +88,9 @@ def gradients(loss_fn, tensors):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        values = [t if isinstance(t, keras.Variable) else tf.constant(t) for t in tensors]
+        values = [
+            t if isinstance(t, keras.Variable) else tf.constant(t) for t in tensors
+        ]
         with tf.GradientTape() as tape:
             for v in values:
                 tape.watch(v.value if isinstance(v, keras.Variable) else v)

@@ -1,0 +1,337 @@
+"""Times keras_recurrent against the ``keras.layers`` built-ins.
+
+    python -m benchmarks.rnn --backend tensorflow           # the full run
+    python -m benchmarks.rnn --quick                        # under a minute
+
+Both sides run in one process on the same backend: for every layer, size and
+kind of work, the built-in model and ours (same configuration, the built-in's
+weights copied into ours) are warmed up untimed, then timed interleaved
+(built-in, ours, built-in, ours ...). The report gives medians, sequences/s,
+the ratio built-in time / our time (above 1: ours is faster), achieved matmul
+GFLOP/s and that as a fraction of this machine's measured matmul peak, and
+the largest difference between the two models' outputs.
+
+Writes ``rnn.json``, ``rnn.md`` and ``ratio.png`` / ``time_vs_steps.png``
+(with matplotlib) to ``--out``.
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# name: (batch, steps, features, units)
+SIZES = {
+    "S1": (32, 100, 32, 128),
+    "S2": (128, 100, 64, 256),
+    "S3": (1, 1000, 16, 64),
+    "S4": (256, 50, 128, 512),
+}
+QUICK_SIZES = {"Q1": (8, 20, 8, 16)}
+SWEEP_STEPS = (10, 30, 100, 300, 1000, 2000)
+# name: (ours, built-in, gates, our extra arguments)
+LAYERS = {
+    "simple_rnn": ("SimpleRNN", "SimpleRNN", 1, {}),
+    "gru": ("GRU", "GRU", 3, {"reset_after": True}),
+    "lstm": ("LSTM", "LSTM", 4, {"use_peepholes": False}),
+    "peephole_lstm": ("LSTM", "LSTM", 4, {"use_peepholes": True}),
+}
+WORK = ("forward", "train")
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rnn", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND"))
+    parser.add_argument("--layers", nargs="+", choices=list(LAYERS), default=None)
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        help="size names (S1..S4) or B/T/F/H, e.g. 32/100/32/128",
+    )
+    parser.add_argument("--work", nargs="+", choices=WORK, default=list(WORK))
+    parser.add_argument(
+        "--jit",
+        nargs="+",
+        choices=("auto", "true"),
+        default=None,
+        help="jit_compile settings to time (default: auto and true)",
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true", help="time vs T at S1")
+    parser.add_argument("--quick", action="store_true", help="tiny run, < 1 min")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = args.sizes or list(QUICK_SIZES)
+        args.jit = args.jit or ["auto"]
+        args.repeats = args.repeats or 3
+    args.layers = args.layers or list(LAYERS)
+    args.sizes = args.sizes or list(SIZES)
+    args.jit = args.jit or ["auto", "true"]
+    args.repeats = args.repeats or 10
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats must be >= 1. Received: --repeats={args.repeats}")
+    return args
+
+
+def resolve_size(name):
+    if name in SIZES:
+        return SIZES[name]
+    if name in QUICK_SIZES:
+        return QUICK_SIZES[name]
+    try:
+        batch, steps, features, units = (int(v) for v in name.split("/"))
+    except ValueError:
+        raise SystemExit(
+            f"--sizes takes S1..S4 or B/T/F/H. Received: --sizes {name}"
+        ) from None
+    return batch, steps, features, units
+
+
+def build_models(keras, kr, layer, size, jit_compile):
+    """The built-in model and ours, alike, with the built-in's weights in ours."""
+    ours_name, builtin_name, _, extra = LAYERS[layer]
+    batch, steps, features, units = size
+    models = []
+    for make in (
+        lambda: getattr(keras.layers, builtin_name)(units),
+        lambda: getattr(kr, ours_name)(units, **extra),
+    ):
+        model = keras.Sequential(
+            [
+                keras.Input((steps, features), batch_size=batch),
+                make(),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+        models.append(model)
+    builtin, ours = models
+    weights = builtin.get_weights()
+    if layer == "peephole_lstm":
+        # Keep the built-in's weights; the peephole vectors keep their own.
+        ours_weights = ours.get_weights()
+        weights = weights[:3] + ours_weights[3:6] + weights[3:]
+    ours.set_weights(weights)
+    return builtin, ours
+
+
+def time_call(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
+    batch, steps, features, units = size
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, steps, features)).astype("float32")
+    y = rng.normal(size=(batch, 1)).astype("float32")
+    builtin, ours = build_models(
+        keras, kr, layer, size, True if jit == "true" else "auto"
+    )
+    # The peephole LSTM computes other equations than the built-in: no diff.
+    difference = None
+    if layer != "peephole_lstm":
+        difference = float(
+            np.max(np.abs(builtin.predict_on_batch(x) - ours.predict_on_batch(x)))
+        )
+    if work == "forward":
+        calls = [lambda: builtin.predict_on_batch(x), lambda: ours.predict_on_batch(x)]
+    else:
+        calls = [
+            lambda: builtin.train_on_batch(x, y),
+            lambda: ours.train_on_batch(x, y),
+        ]
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    times = ([], [])
+    for _ in range(repeats):
+        for side, call in enumerate(calls):
+            times[side].append(time_call(call))
+    builtin_s, ours_s = (statistics.median(t) for t in times)
+    gates = LAYERS[layer][2]
+    flops = 2 * batch * steps * (features + units) * gates * units
+    flops *= 3 if work == "train" else 1
+    return {
+        "layer": layer,
+        "size": list(size),
+        "work": work,
+        "jit_compile": jit,
+        "builtin_ms": builtin_s * 1e3,
+        "ours_ms": ours_s * 1e3,
+        "ratio": builtin_s / ours_s,
+        "ours_sequences_per_s": batch / ours_s,
+        "builtin_sequences_per_s": batch / builtin_s,
+        "ours_gflops": flops / ours_s / 1e9,
+        "builtin_gflops": flops / builtin_s / 1e9,
+        "max_abs_difference": difference,
+    }
+
+
+def matmul_peak_gflops(keras, np, repeats=5):
+    a = keras.ops.convert_to_tensor(np.ones((1024, 1024), "float32"))
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))
+    seconds = min(
+        time_call(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)))
+        for _ in range(repeats)
+    )
+    return 2 * 1024**3 / seconds / 1e9
+
+
+def _diff(value):
+    return "n/a" if value is None else f"{value:.1e}"
+
+
+def markdown_table(rows, peak):
+    lines = [
+        "| layer | B/T/F/H | work | jit_compile | built-in ms | ours ms | ratio "
+        "| ours seq/s | ours GFLOP/s (% peak) | max diff |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['layer']} | {'/'.join(map(str, r['size']))} | {r['work']} "
+            f"| {r['jit_compile']} | {r['builtin_ms']:.2f} | {r['ours_ms']:.2f} "
+            f"| {r['ratio']:.2f}x | {r['ours_sequences_per_s']:.0f} "
+            f"| {r['ours_gflops']:.1f} ({100 * r['ours_gflops'] / peak:.0f}%) "
+            f"| {_diff(r['max_abs_difference'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows, out):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = [
+        f"{r['layer']}\n{'/'.join(map(str, r['size']))}\n"
+        f"{r['work']}, jit={r['jit_compile']}"
+        for r in rows
+    ]
+    ax.bar(range(len(rows)), [r["ratio"] for r in rows])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
+    ax.set_ylabel("built-in time / ours")
+    ax.set_title("keras_recurrent vs keras.layers (above 1: ours faster)")
+    fig.tight_layout()
+    fig.savefig(out / "ratio.png", dpi=120)
+    plt.close(fig)
+    written.append(out / "ratio.png")
+    sweep = [r for r in rows if r.get("sweep")]
+    if sweep:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for layer in sorted({r["layer"] for r in sweep}):
+            for side in ("builtin", "ours"):
+                pts = sorted(
+                    (r["size"][1], r[f"{side}_ms"])
+                    for r in sweep
+                    if r["layer"] == layer
+                )
+                ax.loglog(*zip(*pts), marker="o", label=f"{layer} {side}")
+        ax.set_xlabel("time steps T")
+        ax.set_ylabel("median ms")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(out / "time_vs_steps.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "time_vs_steps.png")
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # retracing notices between models
+
+    import keras_recurrent as kr
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bar is optional
+
+        def tqdm(items, **_):
+            return items
+
+    plan = [
+        (layer, resolve_size(size), work, jit, False)
+        for size in args.sizes
+        for layer in args.layers
+        for work in args.work
+        for jit in args.jit
+    ]
+    if args.sweep:
+        batch, _, features, units = SIZES["S1"]
+        plan += [
+            (layer, (batch, steps, features, units), "forward", "auto", True)
+            for layer in args.layers
+            for steps in SWEEP_STEPS
+        ]
+    peak = matmul_peak_gflops(keras, np)
+    rows = []
+    for layer, size, work, jit, sweep in tqdm(
+        plan, desc="benchmarks", disable=args.no_progress
+    ):
+        row = bench_pair(
+            keras, kr, np, layer, size, work, jit, args.repeats, args.warmup
+        )
+        row["sweep"] = sweep
+        rows.append(row)
+        keras.backend.clear_session()
+
+    backend = keras.backend.backend()
+    environment = {
+        "backend": backend,
+        backend: importlib.metadata.version(BACKEND_PACKAGES[backend]),
+        "keras": keras.__version__,
+        "keras_recurrent": kr.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "matmul_peak_gflops": peak,
+        "repeats": args.repeats,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rnn.json").write_text(
+        json.dumps({"environment": environment, "rows": rows}, indent=2)
+    )
+    table = markdown_table(rows, peak)
+    (args.out / "rnn.md").write_text(table + "\n")
+    written = plot(rows, args.out)
+    print(table)
+    print(
+        f"\nmatmul peak {peak:.1f} GFLOP/s; results in {args.out}/ "
+        f"({', '.join(p.name for p in written) or 'no plots'})"
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,45 @@
+"""The benchmark script keeps working; it is checked for agreement, never timing."""
+
+import json
+
+from benchmarks import rnn
+
+
+def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
+    rows = rnn.main(
+        [
+            "--quick",
+            "--sizes",
+            "2/5/3/4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    expected = {(layer, work) for layer in rnn.LAYERS for work in rnn.WORK}
+    assert {(r["layer"], r["work"]) for r in rows} == expected
+    for row in rows:
+        assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
+        if row["layer"] == "peephole_lstm":
+            assert row["max_abs_difference"] is None
+        else:
+            assert row["max_abs_difference"] < 1e-5
+    report = json.loads((tmp_path / "rnn.json").read_text())
+    assert len(report["rows"]) == len(rows)
+    assert report["environment"]["keras_recurrent"]
+    table = (tmp_path / "rnn.md").read_text()
+    assert table.count("\n") == len(rows) + 2
+    assert (tmp_path / "ratio.png").stat().st_size > 0
+
+
+def test_bad_size_is_rejected_with_the_value():
+    try:
+        rnn.resolve_size("32x100")
+    except SystemExit as error:
+        assert "Received: --sizes 32x100" in str(error)
+    else:
+        raise AssertionError("resolve_size accepted a malformed size")

@@ -98,6 +98,9 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             seed=seed,
             **kwargs,
         )
+        # Keras gives each gate its own dropout mask when recurrent_dropout is
+        # set; here one input mask and one recurrent mask serve all gates.
+        self.dropout_mask_count = None
 
     def project_inputs(self, inputs):
         projected = ops.matmul(inputs, self.kernel)

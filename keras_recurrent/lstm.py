@@ -114,6 +114,9 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             seed=seed,
             **kwargs,
         )
+        # Keras gives each gate its own dropout mask when recurrent_dropout is
+        # set; here one input mask and one recurrent mask serve all gates.
+        self.dropout_mask_count = None
         self.use_peepholes = use_peepholes
         self.peephole_initializer = keras.initializers.get(peephole_initializer)
         self.peephole_regularizer = keras.regularizers.get(peephole_regularizer)

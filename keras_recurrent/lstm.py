@@ -125,18 +125,36 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
     def build(self, input_shape):
         super().build(input_shape)
         if self.use_peepholes:
-            for name in _PEEPHOLES:
+            for index, name in enumerate(_PEEPHOLES):
                 setattr(
                     self,
                     name,
                     self.add_weight(
                         shape=(self.units,),
                         name=name,
-                        initializer=self.peephole_initializer,
+                        initializer=self._peephole_initializer(index),
                         regularizer=self.peephole_regularizer,
                         constraint=self.peephole_constraint,
                     ),
                 )
+
+    def _peephole_initializer(self, index):
+        """The initializer of peephole vector ``index``, a draw of its own.
+
+        A Keras random initializer with an integer seed (or none, when it
+        picks one at creation) repeats the same values on every call; used
+        as-is it would make the three vectors equal. Each vector gets a copy
+        seeded ``seed + index`` (or freshly, without a seed).
+        """
+        initializer = self.peephole_initializer
+        config = initializer.get_config() if hasattr(initializer, "get_config") else {}
+        if "seed" not in config:
+            return initializer  # not random
+        seed = config["seed"]
+        if seed is not None and not isinstance(seed, int):
+            return initializer  # a SeedGenerator, which advances between calls
+        config["seed"] = None if seed is None else seed + index
+        return type(initializer).from_config(config)
 
     def project_inputs(self, inputs):
         projected = ops.matmul(inputs, self.kernel)

@@ -5,12 +5,13 @@ Tolerances: float32 layer vs float64 reference, ``atol=1e-5``
 ``eps=1e-6`` and ``rtol=1e-6, atol=1e-9``.
 """
 
+import helpers
 import keras
 import numpy as np
 import pytest
+import reference
 
 import keras_recurrent as kr
-from tests import helpers, reference
 
 B, T, F, H = 3, 6, 5, 4
 PEEPHOLES = (
@@ -36,7 +37,7 @@ def random_weights(use_peepholes=True, seed=3, dtype="float32", features=F):
 
 def make_lstm(weights=None, features=F, **kwargs):
     layer = kr.LSTM(H, **kwargs)
-    layer.build((None, None, features))
+    layer.build((None, T, features))
     weights = random_weights(features=features) if weights is None else weights
     layer.set_weights(weights)
     return layer, weights
@@ -146,9 +147,7 @@ def test_nonzero_peepholes_change_the_output():
     weights = random_weights()
     with_peepholes, _ = make_lstm(weights)
     zeroed, _ = make_lstm(weights[:3] + [np.zeros(H, "float32")] * 3)
-    difference = np.abs(
-        keras.ops.convert_to_numpy(with_peepholes(x) - zeroed(x))
-    ).max()
+    difference = np.abs(keras.ops.convert_to_numpy(with_peepholes(x) - zeroed(x))).max()
     assert difference > 1e-2
 
 
@@ -172,7 +171,7 @@ def test_weight_names_shapes_and_order():
     for name, value in zip(PEEPHOLES, weights[3:]):
         variable = getattr(layer.cell, name)
         assert variable.name == name
-        helpers.assert_all_close(variable, value, atol=0)
+        helpers.assert_all_close(variable.numpy(), value, atol=0)
     assert all(w.trainable for w in layer.weights)
 
 
@@ -240,9 +239,18 @@ def test_default_peephole_initializer_is_glorot_uniform():
         assert p.shape == (H,)
         assert np.all(p != 0)
         assert np.all(np.abs(p) <= limit)
-    # Three independent draws, not one vector repeated.
-    assert not np.array_equal(values[0], values[1])
-    assert not np.array_equal(values[1], values[2])
+
+
+@pytest.mark.parametrize("initializer", ["glorot_uniform", "random_normal"])
+def test_peephole_vectors_are_independent_draws(initializer):
+    # The three peephole vectors share one initializer; each must still get
+    # its own random values, not one vector repeated three times.
+    cell = kr.LSTMCell(H, peephole_initializer=initializer)
+    cell.build((None, F))
+    p_i, p_f, p_o = cell.get_weights()[3:]
+    assert not np.array_equal(p_i, p_f)
+    assert not np.array_equal(p_f, p_o)
+    assert not np.array_equal(p_i, p_o)
 
 
 # -- gradient check, float64 -------------------------------------------------

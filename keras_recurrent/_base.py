@@ -31,6 +31,12 @@ class StepCell:
     """Mixin that gives a cell its ``call``: one step of its layer's loop."""
 
     def call(self, inputs, states, training=False):
+        shape = _shape_of(inputs)
+        if len(shape) != 2 or _dims_differ(shape[-1], self.kernel.shape[0]):
+            raise ValueError(
+                f"Cell {self.name!r} expects inputs of rank 2, shape (batch, "
+                f"{self.kernel.shape[0]}). Received: inputs.shape={shape}"
+            )
         nested = isinstance(states, (list, tuple))
         states = list(states) if nested else [states]
         if training and self.dropout > 0:
@@ -137,13 +143,17 @@ class RecurrentLayer(keras.layers.RNN):
             if isinstance(initial_state, (list, tuple))
             else [initial_state]
         )
-        if len(states) != len(self.state_size):
+        self._check_state_shapes([_shape_of(s) for s in states], sequences_shape)
+        return states
+
+    def _check_state_shapes(self, shapes, sequences_shape):
+        if len(shapes) != len(self.state_size):
             raise ValueError(
                 f"Layer {self.name!r} expects {len(self.state_size)} initial "
-                f"state tensor(s). Received: {len(states)} initial state(s)"
+                f"state tensor(s). Received: len(initial_state)={len(shapes)}"
             )
-        for index, (state, size) in enumerate(zip(states, self.state_size)):
-            shape = _shape_of(state)
+        for index, (shape, size) in enumerate(zip(shapes, self.state_size)):
+            shape = tuple(shape)
             expected = (sequences_shape[0], size)
             if len(shape) != 2 or any(
                 _dims_differ(a, b) for a, b in zip(shape, expected)
@@ -153,13 +163,22 @@ class RecurrentLayer(keras.layers.RNN):
                     f"shape {expected}. Received: "
                     f"initial_state[{index}].shape={shape}"
                 )
-        return states
 
     # -- keras.layers.RNN hooks ----------------------------------------------
 
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_sequences(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        # Symbolic calls on a built layer come here instead of call().
+        self._check_sequences(sequences_shape)
+        if initial_state_shape is not None:
+            shapes = initial_state_shape
+            if not shapes or not isinstance(shapes[0], (list, tuple)):
+                shapes = [shapes]  # one state, given as one shape
+            self._check_state_shapes(shapes, sequences_shape)
+        return super().compute_output_shape(sequences_shape, initial_state_shape)
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
         shape = _shape_of(sequences)
@@ -219,6 +238,9 @@ class RecurrentLayer(keras.layers.RNN):
         for key in ("name", "trainable", "dtype"):
             cell_config.pop(key, None)
         config.update(cell_config)
+        config["activity_regularizer"] = keras.regularizers.serialize(
+            self.activity_regularizer
+        )
         config["use_cudnn"] = self.use_cudnn
         return config
 

@@ -39,7 +39,7 @@ def check_bool(name, value):
 
 
 def check_use_cudnn(use_cudnn, reason):
-    if use_cudnn not in ("auto", True, False):
+    if use_cudnn != "auto" and not isinstance(use_cudnn, bool):
         raise ValueError(
             "Argument `use_cudnn` must be one of 'auto', True or False. "
             f"Received: use_cudnn={use_cudnn!r}"

@@ -95,7 +95,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
     ):
         check_arguments(locals())
         super().__init__(
-            units,
+            int(units),  # a NumPy integer would fail Keras's state_size checks
             activation=activation,
             recurrent_activation=recurrent_activation,
             use_bias=use_bias,

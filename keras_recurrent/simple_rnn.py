@@ -68,7 +68,7 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     ):
         check_arguments(locals())
         super().__init__(
-            units,
+            int(units),  # a NumPy integer would fail Keras's state_size checks
             activation=activation,
             use_bias=use_bias,
             kernel_initializer=kernel_initializer,

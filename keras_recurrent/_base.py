@@ -85,7 +85,8 @@ class RecurrentLayer(keras.layers.RNN):
 
     # -- checks -----------------------------------------------------------
 
-    def _check_sequences(self, shape):
+    def _check_sequences(self, shape, calling=True):
+        """Checks the shape of the sequences; ``calling=False`` when building."""
         shape = tuple(shape)
         if len(shape) != 3:
             raise ValueError(
@@ -104,7 +105,7 @@ class RecurrentLayer(keras.layers.RNN):
                 f"Layer {self.name!r} was built for {kernel.shape[0]} input "
                 f"features. Received: inputs.shape={shape}"
             )
-        if self.unroll and shape[1] is None:
+        if calling and self.unroll and shape[1] is None:
             raise ValueError(
                 f"Layer {self.name!r} has unroll=True, which needs a known "
                 "number of time steps: give the Input a `shape` whose time "
@@ -167,7 +168,7 @@ class RecurrentLayer(keras.layers.RNN):
     # -- keras.layers.RNN hooks ----------------------------------------------
 
     def build(self, sequences_shape, initial_state_shape=None):
-        self._check_sequences(sequences_shape)
+        self._check_sequences(sequences_shape, calling=False)
         super().build(sequences_shape, initial_state_shape)
 
     def compute_output_shape(self, sequences_shape, initial_state_shape=None):

@@ -162,6 +162,11 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         for side, call in enumerate(calls):
             times[side].append(time_call(call))
     builtin_s, ours_s = (statistics.median(t) for t in times)
+    path = "portable"
+    if ours.layers[0]._uses_tensorflow_loop():
+        from keras_recurrent import _fast_tf
+
+        path = "xla" if _fast_tf.runs_compiled(batch, units) else "tf-graph"
     gates = LAYERS[layer][2]
     flops = 2 * batch * steps * (features + units) * gates * units
     flops *= 3 if work == "train" else 1
@@ -170,6 +175,7 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         "size": list(size),
         "work": work,
         "jit_compile": jit,
+        "path": path,
         "builtin_ms": builtin_s * 1e3,
         "ours_ms": ours_s * 1e3,
         "ratio": builtin_s / ours_s,
@@ -197,14 +203,16 @@ def _diff(value):
 
 def markdown_table(rows, peak):
     lines = [
-        "| layer | B/T/F/H | work | jit_compile | built-in ms | ours ms | ratio "
+        "| layer | B/T/F/H | work | jit_compile | our loop | built-in ms | ours ms "
+        "| ratio "
         "| ours seq/s | ours GFLOP/s (% peak) | max diff |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['layer']} | {'/'.join(map(str, r['size']))} | {r['work']} "
-            f"| {r['jit_compile']} | {r['builtin_ms']:.2f} | {r['ours_ms']:.2f} "
+            f"| {r['jit_compile']} | {r['path']} | {r['builtin_ms']:.2f} "
+            f"| {r['ours_ms']:.2f} "
             f"| {r['ratio']:.2f}x | {r['ours_sequences_per_s']:.0f} "
             f"| {r['ours_gflops']:.1f} ({100 * r['ours_gflops'] / peak:.0f}%) "
             f"| {_diff(r['max_abs_difference'])} |"

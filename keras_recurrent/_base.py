@@ -6,9 +6,13 @@ use, so the two cannot drift apart:
 
 - ``project_inputs(inputs)``: ``inputs @ kernel (+ input bias)``, for one step
   ``(batch, features)`` or a whole sequence ``(batch, time, features)``;
-- ``make_step(recurrent_dropout_mask)``: a function
+- ``step_weights()``: the weights the step reads (recurrent kernel, and
+  recurrent bias or peepholes), as tensors;
+- ``make_step(weights, recurrent_dropout_mask)``: a function
   ``step(projected_t, states) -> (output, new_states)`` that does the
-  recurrent matmul and the gate arithmetic.
+  recurrent matmul and the gate arithmetic with those weights.
+
+Taking the weights as arguments lets a compiled loop receive them as inputs.
 """
 
 import keras
@@ -44,7 +48,7 @@ class StepCell:
         rec_mask = None
         if training and self.recurrent_dropout > 0:
             rec_mask = self.get_recurrent_dropout_mask(states[0])
-        step = self.make_step(rec_mask)
+        step = self.make_step(self.step_weights(), rec_mask)
         output, new_states = step(self.project_inputs(inputs), states)
         return output, (new_states if nested else new_states[0])
 
@@ -200,14 +204,39 @@ class RecurrentLayer(keras.layers.RNN):
         rec_mask = None
         if training and cell.recurrent_dropout > 0:
             rec_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+        projected = cell.project_inputs(sequences)
+        if self._uses_tensorflow_loop():
+            from keras_recurrent import _fast_tf
+
+            return _fast_tf.recurrence(
+                cell,
+                projected,
+                initial_state,
+                mask=mask,
+                recurrent_dropout_mask=rec_mask,
+                go_backwards=self.go_backwards,
+                zero_output_for_mask=self.zero_output_for_mask,
+            )
         return recurrence(
-            cell.make_step(rec_mask),
-            cell.project_inputs(sequences),
+            cell.make_step(cell.step_weights(), rec_mask),
+            projected,
             initial_state,
             mask=mask,
             go_backwards=self.go_backwards,
             unroll=self.unroll,
             zero_output_for_mask=self.zero_output_for_mask,
+        )
+
+    def _uses_tensorflow_loop(self):
+        """Whether ``_fast_tf`` runs the time loop (see that module).
+
+        It does on TensorFlow in float32 and float64 unless ``unroll=True``;
+        everywhere else the portable ``keras.ops`` loop runs.
+        """
+        return (
+            keras.config.backend() == "tensorflow"
+            and not self.unroll
+            and self.cell.compute_dtype in ("float32", "float64")
         )
 
     def reset_state(self, states=None):

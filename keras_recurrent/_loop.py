@@ -16,6 +16,7 @@ def recurrence(
     go_backwards=False,
     unroll=False,
     zero_output_for_mask=False,
+    scan=ops.scan,
 ):
     """Runs ``step`` over the time axis of ``projected``.
 
@@ -32,6 +33,9 @@ def recurrence(
         go_backwards: iterate from the last time step to the first; outputs
             are then returned in the order they were computed, as in Keras.
         unroll: iterate in Python (the time axis must be static).
+        scan: the loop primitive, with the contract of ``keras.ops.scan``
+            and the restriction of its TensorFlow version: the stacked
+            outputs have the structure of the carry.
 
     Returns:
         ``(last_output, outputs, states)``, with ``outputs`` of shape
@@ -70,7 +74,7 @@ def recurrence(
             return states, states
 
         scan_inputs = xs if masks is None else (xs, masks)
-        states, stacked = ops.scan(body, tuple(initial_state), scan_inputs)
+        states, stacked = scan(body, tuple(initial_state), scan_inputs)
         hs = stacked[0]
 
     outputs = hs

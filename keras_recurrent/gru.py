@@ -108,13 +108,19 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             projected = projected + (self.bias[0] if self.reset_after else self.bias)
         return projected
 
-    def make_step(self, recurrent_dropout_mask=None):
+    def step_weights(self):
+        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        if self.reset_after and self.use_bias:
+            return recurrent_kernel, self.bias[1]
+        return (recurrent_kernel,)
+
+    def make_step(self, weights, recurrent_dropout_mask=None):
         units = self.units
         activation = self.activation
         gate = self.recurrent_activation
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        recurrent_kernel, *rest = weights
         if self.reset_after:
-            recurrent_bias = self.bias[1] if self.use_bias else None
+            recurrent_bias = rest[0] if rest else None
         else:
             u_zr = recurrent_kernel[:, : 2 * units]
             u_h = recurrent_kernel[:, 2 * units :]

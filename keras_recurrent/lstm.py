@@ -162,14 +162,16 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             projected = projected + self.bias
         return projected
 
-    def make_step(self, recurrent_dropout_mask=None):
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+    def step_weights(self):
+        names = ("recurrent_kernel", *(_PEEPHOLES if self.use_peepholes else ()))
+        return tuple(ops.convert_to_tensor(getattr(self, name)) for name in names)
+
+    def make_step(self, weights, recurrent_dropout_mask=None):
+        recurrent_kernel, *peepholes = weights
         activation = self.activation
         gate = self.recurrent_activation
         if self.use_peepholes:
-            p_i, p_f, p_o = (
-                ops.convert_to_tensor(getattr(self, name)) for name in _PEEPHOLES
-            )
+            p_i, p_f, p_o = peepholes
 
         def step(projected_t, states):
             h_tm1, c_tm1 = states

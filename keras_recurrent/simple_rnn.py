@@ -92,8 +92,11 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
             projected = projected + self.bias
         return projected
 
-    def make_step(self, recurrent_dropout_mask=None):
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+    def step_weights(self):
+        return (ops.convert_to_tensor(self.recurrent_kernel),)
+
+    def make_step(self, weights, recurrent_dropout_mask=None):
+        (recurrent_kernel,) = weights
         activation = self.activation or keras.activations.linear
 
         def step(projected_t, states):

@@ -65,9 +65,11 @@ def _compiled(cell, has_mask, has_rec_mask, go_backwards, zero_output_for_mask):
     per_cell = _COMPILED.setdefault(cell, {})
     if key in per_cell:
         return per_cell[key]
+    # A weak reference, so that the cached functions do not keep the cell alive.
+    cell_ref = weakref.ref(cell)
 
     def run(projected, mask, rec_mask, states, weights):
-        step = cell.make_step(weights, rec_mask if has_rec_mask else None)
+        step = cell_ref().make_step(weights, rec_mask if has_rec_mask else None)
         return portable_recurrence(
             step,
             projected,

@@ -7,13 +7,23 @@ is imported.
 
 import keras
 
+from keras_recurrent import data, diagnostics
 from keras_recurrent.gru import GRU, GRUCell
 from keras_recurrent.lstm import LSTM, LSTMCell
 from keras_recurrent.simple_rnn import SimpleRNN, SimpleRNNCell
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "SimpleRNN", "SimpleRNNCell"]
+__all__ = [
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "SimpleRNN",
+    "SimpleRNNCell",
+    "data",
+    "diagnostics",
+]
 
 for _cls in (GRU, GRUCell, LSTM, LSTMCell, SimpleRNN, SimpleRNNCell):
     keras.saving.register_keras_serializable(package="keras_recurrent")(_cls)

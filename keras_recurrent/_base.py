@@ -63,6 +63,15 @@ class RecurrentLayer(keras.layers.RNN):
 
     Subclasses build their cell and pass it here with the ``keras.layers.RNN``
     arguments. Input projection and time loop run in :meth:`inner_loop`.
+
+    Under a mixed precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``)
+    the matmuls and gates run in the compute dtype, but the time loop carries
+    the states in the variable dtype, float32: the LSTM cell state and the
+    GRU state are running sums, ``c_t = f_t * c_{t-1} + ...``, and in float16
+    (11 significant bits) or bfloat16 (8) every step would round away the
+    part of the update below half a unit in the last place of the state, so
+    over long sequences the state stalls or drifts. As everywhere in Keras,
+    outputs and returned states are cast to the compute dtype.
     """
 
     #: Why ``use_cudnn=True`` cannot be honoured; subclasses may say more.
@@ -108,6 +117,11 @@ class RecurrentLayer(keras.layers.RNN):
             raise ValueError(
                 f"Layer {self.name!r} was built for {kernel.shape[0]} input "
                 f"features. Received: inputs.shape={shape}"
+            )
+        if calling and shape[1] == 0:
+            raise ValueError(
+                f"Layer {self.name!r} needs at least one time step. "
+                f"Received: inputs.shape={shape}"
             )
         if calling and self.unroll and shape[1] is None:
             raise ValueError(
@@ -188,6 +202,12 @@ class RecurrentLayer(keras.layers.RNN):
     def call(self, sequences, initial_state=None, mask=None, training=None):
         shape = _shape_of(sequences)
         self._check_sequences(shape)
+        if initial_state is None and self.stateful:
+            # keras.layers.RNN would start from the state variables' own
+            # tensors and then assign the final states to them in place; on
+            # PyTorch that write breaks the backward pass, which still needs
+            # the old values. Starting from copies keeps the two apart.
+            initial_state = [ops.copy(state) for state in self.states]
         return super().call(
             sequences,
             initial_state=self._check_initial_state(initial_state, shape),
@@ -225,6 +245,7 @@ class RecurrentLayer(keras.layers.RNN):
             go_backwards=self.go_backwards,
             unroll=self.unroll,
             zero_output_for_mask=self.zero_output_for_mask,
+            state_dtype=cell.variable_dtype,
         )
 
     def _uses_tensorflow_loop(self):
@@ -238,6 +259,22 @@ class RecurrentLayer(keras.layers.RNN):
             and not self.unroll
             and self.cell.compute_dtype in ("float32", "float64")
         )
+
+    @property
+    def variables(self):
+        """All the layer's state, including a stateful layer's states.
+
+        ``keras.layers.RNN`` keeps those out of the tracked variables, so
+        JAX's stateless calls (``stateless_call``, and through them ``fit``
+        and ``predict`` on JAX) would drop them after every batch. Listed
+        here they are non-trainable variables, carried from batch to batch;
+        they stay out of ``weights``, as in Keras.
+        """
+        variables = super().variables
+        if self.stateful and self.states is not None:
+            seen = {id(v) for v in variables}
+            variables += [s for s in self.states if id(s) not in seen]
+        return variables
 
     def reset_state(self, states=None):
         """Resets a stateful layer's states to zeros, or to ``states``.

@@ -17,6 +17,7 @@ def recurrence(
     unroll=False,
     zero_output_for_mask=False,
     scan=ops.scan,
+    state_dtype=None,
 ):
     """Runs ``step`` over the time axis of ``projected``.
 
@@ -36,11 +37,16 @@ def recurrence(
         scan: the loop primitive, with the contract of ``keras.ops.scan``
             and the restriction of its TensorFlow version: the stacked
             outputs have the structure of the carry.
+        state_dtype: the dtype the states are carried in (default: that of
+            ``initial_state``). ``step`` must return its states in the dtype
+            it receives them in.
 
     Returns:
         ``(last_output, outputs, states)``, with ``outputs`` of shape
         ``(batch, time, units)``.
     """
+    if state_dtype is not None:
+        initial_state = [ops.cast(s, state_dtype) for s in initial_state]
     xs = ops.transpose(projected, (1, 0, 2))
     masks = None
     if mask is not None:

@@ -125,11 +125,15 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             u_zr = recurrent_kernel[:, : 2 * units]
             u_h = recurrent_kernel[:, 2 * units :]
 
+        compute_dtype = self.compute_dtype
+
         def step(projected_t, states):
+            # Gates in the compute dtype; the update of h, which accumulates
+            # over time, in the dtype of h_tm1 (see RecurrentLayer).
             h_tm1 = states[0]
-            h_in = h_tm1
+            h_in = ops.cast(h_tm1, compute_dtype)
             if recurrent_dropout_mask is not None:
-                h_in = h_tm1 * recurrent_dropout_mask
+                h_in = h_in * recurrent_dropout_mask
             x_z, x_r, x_h = ops.split(projected_t, 3, axis=-1)
             if self.reset_after:
                 inner = ops.matmul(h_in, recurrent_kernel)
@@ -144,7 +148,8 @@ class GRUCell(StepCell, keras.layers.GRUCell):
                 candidate = activation(x_h + r * h_h)
             else:
                 candidate = activation(x_h + ops.matmul(r * h_in, u_h))
-            h = z * h_tm1 + (1 - z) * candidate
+            z = ops.cast(z, h_tm1.dtype)
+            h = z * h_tm1 + (1 - z) * ops.cast(candidate, h_tm1.dtype)
             return h, [h]
 
         return step

@@ -173,19 +173,27 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         if self.use_peepholes:
             p_i, p_f, p_o = peepholes
 
+        compute_dtype = self.compute_dtype
+
         def step(projected_t, states):
+            # Gates in the compute dtype; the cell state, which accumulates
+            # over time, in the dtype of c_tm1 (see RecurrentLayer).
             h_tm1, c_tm1 = states
+            h_in = ops.cast(h_tm1, compute_dtype)
             if recurrent_dropout_mask is not None:
-                h_tm1 = h_tm1 * recurrent_dropout_mask
-            z = projected_t + ops.matmul(h_tm1, recurrent_kernel)
+                h_in = h_in * recurrent_dropout_mask
+            z = projected_t + ops.matmul(h_in, recurrent_kernel)
             z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
             if self.use_peepholes:
-                z_i = z_i + p_i * c_tm1
-                z_f = z_f + p_f * c_tm1
-            c = gate(z_f) * c_tm1 + gate(z_i) * activation(z_c)
+                c_in = ops.cast(c_tm1, compute_dtype)
+                z_i = z_i + p_i * c_in
+                z_f = z_f + p_f * c_in
+            f = ops.cast(gate(z_f), c_tm1.dtype)
+            c = f * c_tm1 + ops.cast(gate(z_i) * activation(z_c), c_tm1.dtype)
+            c_out = ops.cast(c, compute_dtype)
             if self.use_peepholes:
-                z_o = z_o + p_o * c
-            h = gate(z_o) * activation(c)
+                z_o = z_o + p_o * c_out
+            h = ops.cast(gate(z_o) * activation(c_out), h_tm1.dtype)
             return h, [h, c]
 
         return step

@@ -98,12 +98,16 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     def make_step(self, weights, recurrent_dropout_mask=None):
         (recurrent_kernel,) = weights
         activation = self.activation or keras.activations.linear
+        compute_dtype = self.compute_dtype
 
         def step(projected_t, states):
+            # Computes in the compute dtype; returns h in the dtype of h_tm1.
             h_tm1 = states[0]
+            h_in = ops.cast(h_tm1, compute_dtype)
             if recurrent_dropout_mask is not None:
-                h_tm1 = h_tm1 * recurrent_dropout_mask
-            h = activation(projected_t + ops.matmul(h_tm1, recurrent_kernel))
+                h_in = h_in * recurrent_dropout_mask
+            h = activation(projected_t + ops.matmul(h_in, recurrent_kernel))
+            h = ops.cast(h, h_tm1.dtype)
             return h, [h]
 
         return step

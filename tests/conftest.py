@@ -5,6 +5,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Hypothesis profiles for the property tests (tests/test_properties.py,
+# tests/test_streaming.py); max_examples applies to each parametrized case.
+# "ci", the default, is derandomized: the same examples on every run and
+# machine. "thorough" draws fresh random examples, 200 per case, by hand:
+#     HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_properties.py
+_PROFILE = dict(
+    deadline=None,  # the first call of a new layer compiles; timings vary
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,  # _fresh_keras_state, per test
+    ],
+    print_blob=True,
+)
+settings.register_profile("ci", max_examples=12, derandomize=True, **_PROFILE)
+settings.register_profile("thorough", max_examples=200, **_PROFILE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
@@ -12,6 +30,28 @@ def _fresh_keras_state():
     """Every test starts from the same seeds and the default dtype policy."""
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(1234)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "float64: computes in float64; on JAX the test runs with jax_enable_x64, "
+        "without which JAX silently truncates float64 to float32",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _float64_on_jax(request):
+    if (
+        keras.backend.backend() != "jax"
+        or request.node.get_closest_marker("float64") is None
+    ):
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):
+        yield
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -65,6 +65,36 @@ def layer_pair(name, units=4, features=5, batch=None, **kwargs):
     return ours, builtin
 
 
+def builtin_reference(builtin, masked=False, initial_state=False):
+    """The built-in to compare against for a call with these arguments.
+
+    Usually ``builtin`` itself. Two bugs in Keras's own backend loops
+    (Keras 3.15) make it the same built-in with the other loop instead:
+
+    - JAX, ``unroll=False`` (``keras/src/backend/jax/rnn.py``): with a mask
+      and an initial state, the outputs at masked steps before the first
+      unmasked one are the initial state ``h_0``, where TensorFlow's loop,
+      PyTorch's and JAX's own unrolled loop give zeros. Ours gives zeros, so
+      it is compared with the built-in's unrolled loop there.
+    - PyTorch, ``unroll=True`` with ``go_backwards=True`` and a mask
+      (``keras/src/backend/torch/rnn.py``): the built-in raises
+      (``torch.flip`` on a tuple). Ours is compared with the built-in's
+      rolled loop there, which goes backwards over the same masked steps.
+    """
+    backend = keras.backend.backend()
+    unroll = builtin.unroll
+    if backend == "jax" and masked and initial_state and not unroll:
+        unroll = True
+    elif backend == "torch" and masked and unroll and builtin.go_backwards:
+        unroll = False
+    if unroll == builtin.unroll:
+        return builtin
+    twin = type(builtin).from_config({**builtin.get_config(), "unroll": unroll})
+    twin.build((None, None, builtin.cell.kernel.shape[0]))
+    twin.set_weights(builtin.get_weights())
+    return twin
+
+
 def assert_all_close(actual, expected, atol=ATOL, rtol=0.0):
     actual = actual if isinstance(actual, (list, tuple)) else [actual]
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
@@ -82,19 +112,47 @@ def gradients(loss_fn, tensors):
     """Gradients of the scalar ``loss_fn(*tensors)`` with respect to ``tensors``.
 
     ``tensors`` may hold arrays (inputs, states) and Keras variables (weights),
-    as the backend's own autodiff sees them.
+    as the backend's own autodiff sees them: ``tf.GradientTape`` on
+    TensorFlow, ``jax.grad`` on JAX (the variables' values passed in through a
+    ``keras.StatelessScope``) and ``torch.autograd.grad`` on PyTorch.
     """
     backend = keras.backend.backend()
+    is_variable = [isinstance(t, keras.Variable) for t in tensors]
     if backend == "tensorflow":
         import tensorflow as tf
 
-        values = [
-            t if isinstance(t, keras.Variable) else tf.constant(t) for t in tensors
-        ]
+        values = [t if var else tf.constant(t) for t, var in zip(tensors, is_variable)]
+        targets = [v.value if var else v for v, var in zip(values, is_variable)]
         with tf.GradientTape() as tape:
-            for v in values:
-                tape.watch(v.value if isinstance(v, keras.Variable) else v)
+            tape.watch(targets)
             loss = loss_fn(*values)
-        targets = [v.value if isinstance(v, keras.Variable) else v for v in values]
         return [g.numpy() for g in tape.gradient(loss, targets)]
-    raise NotImplementedError(f"No gradient helper for backend {backend!r} yet")
+    if backend == "jax":
+        import jax
+
+        def loss_of_values(values):
+            # Variables read the traced values through the scope; arrays are
+            # passed in as they are.
+            triples = list(zip(tensors, values, is_variable))
+            args = [t if var else v for t, v, var in triples]
+            mapping = [(t, v) for t, v, var in triples if var]
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn(*args)
+
+        start = [t.value if var else _numpy(t) for t, var in zip(tensors, is_variable)]
+        return [np.asarray(g) for g in jax.grad(loss_of_values)(start)]
+    if backend == "torch":
+        import torch
+
+        values = [
+            t if var else torch.tensor(_numpy(t), requires_grad=True)
+            for t, var in zip(tensors, is_variable)
+        ]
+        targets = [v.value if var else v for v, var in zip(values, is_variable)]
+        loss = loss_fn(*values)
+        return [g.detach().cpu().numpy() for g in torch.autograd.grad(loss, targets)]
+    raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+
+
+def _numpy(value):
+    return keras.ops.convert_to_numpy(value)

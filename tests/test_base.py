@@ -16,6 +16,7 @@ from helpers import (
     PAIRS,
     assert_all_close,
     builtin_kwargs,
+    builtin_reference,
     gradients,
     layer_pair,
     random_inputs,
@@ -169,7 +170,8 @@ def test_masked_outputs_match(name, loop):
             states = random_states(name) if with_initial_state else None
             out = ours(x, initial_state=states, mask=mask)
             case = f"return_sequences={return_sequences}, mask={kind}"
-            _assert_match(out, builtin(x, initial_state=states, mask=mask), case)
+            reference = builtin_reference(builtin, True, with_initial_state)
+            _assert_match(out, reference(x, initial_state=states, mask=mask), case)
             if kind == "fully_masked_row":
                 # That row never steps: its final states are the initial ones.
                 assert_all_close([s[1] for s in out[1:]], [s[1] for s in states])
@@ -217,7 +219,8 @@ def test_gradients_match(name, case):
         ours, builtin = _pair(name, return_sequences=True, return_state=True, **options)
         ours_grads = grads(ours)
         assert len(ours_grads) == 1 + len(states) + len(builtin.trainable_weights)
-        _assert_match(ours_grads, grads(builtin), f"loop={loop}")
+        reference = builtin_reference(builtin, mask is not None, bool(states))
+        _assert_match(ours_grads, grads(reference), f"loop={loop}")
 
 
 # -- stateful -------------------------------------------------------------

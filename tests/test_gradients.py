@@ -1,0 +1,161 @@
+"""Gradient checks: autodiff against central finite differences, in float64.
+
+For every layer (``SimpleRNN``, ``LSTM`` with and without peepholes, ``GRU``
+with ``reset_after`` True and False) and every time loop it can run (on
+TensorFlow: the XLA-compiled loop with its custom gradient and the graph
+loop; everywhere: the unrolled loop), with and without a mask, the gradient
+of the scalar loss ``sum(P * outputs)`` over the output sequence and the
+final states, with respect to the inputs, the initial states and every
+weight, agrees entry by entry with central finite differences of the layer
+itself (step ``EPS = 1e-6``) to ``rtol=1e-6, atol=1e-8``. Masked-out inputs
+must get a gradient of exactly zero.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+from helpers import gradients
+
+import keras_recurrent as kr
+
+pytestmark = pytest.mark.float64  # on JAX: with jax_enable_x64 (conftest.py)
+
+EPS = 1e-6
+RTOL, ATOL = 1e-6, 1e-8
+B, T, F, H = 3, 4, 2, 3
+
+LAYERS = {
+    "simple_rnn": (kr.SimpleRNN, {}),
+    "lstm": (kr.LSTM, {"use_peepholes": False}),
+    "lstm_peepholes": (kr.LSTM, {"use_peepholes": True}),
+    "gru": (kr.GRU, {"reset_after": True}),
+    "gru_reset_before": (kr.GRU, {"reset_after": False}),
+}
+
+# Holes, leading masked steps, and a row that never steps.
+MASK = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
+
+TENSORFLOW = keras.backend.backend() == "tensorflow"
+# case -> (time loop, layer options, masked)
+CASES = {
+    "unrolled": ("unrolled", {"unroll": True}, False),
+    "unrolled_masked": ("unrolled", {"unroll": True}, True),
+}
+if TENSORFLOW:  # the two TensorFlow loops of keras_recurrent._fast_tf
+    for loop in ("compiled", "graph"):
+        CASES[loop] = (loop, {}, False)
+        CASES[f"{loop}_masked_backwards"] = (loop, {"go_backwards": True}, True)
+else:
+    CASES["scan"] = ("scan", {}, False)
+    CASES["scan_masked_backwards"] = ("scan", {"go_backwards": True}, True)
+
+
+@contextlib.contextmanager
+def tensorflow_loop(loop):
+    """Makes ``keras_recurrent._fast_tf`` run ``loop`` for any step size."""
+    if loop not in ("compiled", "graph"):
+        yield
+        return
+    from keras_recurrent import _fast_tf
+
+    saved = _fast_tf.COMPILED_MAX_WORK
+    _fast_tf.COMPILED_MAX_WORK = 10**9 if loop == "compiled" else 0
+    try:
+        yield
+    finally:
+        _fast_tf.COMPILED_MAX_WORK = saved
+
+
+def _evaluator(loss):
+    """``loss`` as a function run many times at one shape: traced once on
+    TensorFlow (variables are read at each run), plain elsewhere."""
+    if TENSORFLOW:
+        import tensorflow as tf
+
+        return tf.function(loss)
+    return loss
+
+
+def numeric_gradients(loss, arrays, variables, eps=EPS):
+    """Central differences of ``loss(*arrays)`` with respect to each of
+    ``arrays`` and each variable, one entry at a time."""
+    evaluate = _evaluator(loss)
+
+    def value(args):
+        args = [keras.ops.convert_to_tensor(a) for a in args]
+        return float(keras.ops.convert_to_numpy(evaluate(*args)))
+
+    def differences(base, set_value):
+        grad = np.empty_like(base)
+        for index in np.ndindex(base.shape):
+            results = []
+            for sign in (1, -1):
+                perturbed = base.copy()
+                perturbed[index] += sign * eps
+                results.append(set_value(perturbed))
+            grad[index] = (results[0] - results[1]) / (2 * eps)
+        return grad
+
+    grads = []
+    for i, base in enumerate(arrays):
+        grads.append(
+            differences(
+                base,
+                lambda p, i=i: value(
+                    [p if j == i else a for j, a in enumerate(arrays)]
+                ),
+            )
+        )
+    for variable in variables:
+        base = np.array(variable.numpy())
+
+        def perturbed_value(p, variable=variable):
+            variable.assign(p)
+            return value(arrays)
+
+        grads.append(differences(base, perturbed_value))
+        variable.assign(base)
+    return grads
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_gradients_match_finite_differences(name, case):
+    loop, options, masked = CASES[case]
+    cls, fixed = LAYERS[name]
+    layer = cls(
+        H, dtype="float64", return_sequences=True, return_state=True, **fixed, **options
+    )
+    layer.build((None, T, F))
+    rng = np.random.default_rng(sorted(LAYERS).index(name))
+    layer.set_weights(
+        [rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()]
+    )
+    num_states = 2 if cls is kr.LSTM else 1
+    x = rng.normal(size=(B, T, F))
+    states = [rng.normal(size=(B, H)) for _ in range(num_states)]
+    projections = [rng.normal(size=(B, T, H))] + [
+        rng.normal(size=(B, H)) for _ in range(num_states)
+    ]
+    mask = MASK if masked else None
+
+    def loss(inputs, *rest):  # rest: the initial states (then the variables)
+        initial_state = list(rest[:num_states])
+        outputs = layer(inputs, initial_state=initial_state, mask=mask)
+        return sum(keras.ops.sum(o * p) for o, p in zip(outputs, projections))
+
+    variables = layer.trainable_weights
+    assert len(variables) == (6 if name == "lstm_peepholes" else 3)
+    with tensorflow_loop(loop):
+        autodiff = gradients(loss, [x, *states, *variables])
+        numeric = numeric_gradients(loss, [x, *states], variables)
+    names = ["inputs", *[f"initial_state[{i}]" for i in range(num_states)]]
+    names += [v.name for v in variables]
+    for what, a, n in zip(names, autodiff, numeric):
+        assert np.abs(n).max() > 1e-3, f"{what}: a vacuous check"
+        np.testing.assert_allclose(a, n, rtol=RTOL, atol=ATOL, err_msg=what)
+    if masked:
+        # go_backwards reverses the order of the steps, not the mask.
+        assert np.all(autodiff[0][~MASK] == 0.0), "masked inputs got a gradient"

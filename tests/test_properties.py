@@ -1,0 +1,324 @@
+"""Property-based equivalence: drawn configurations against independent results.
+
+Both tests run once per time loop of ours (``LOOPS``): our cell inside
+``keras.layers.RNN`` (with ``unroll`` drawn), our layer with ``unroll=True``,
+and our layer's own loop; on TensorFlow that is two loops, the XLA-compiled
+one and the graph one (``keras_recurrent._fast_tf``), each forced here for
+any step size. Within a loop, each example draws a layer and every option
+that changes its numbers: layer type, units, features, batch, time steps
+(from 1), activations, ``use_bias``, ``return_sequences``, ``return_state``,
+``go_backwards``, GRU ``reset_after``, LSTM ``unit_forget_bias``, an initial
+state or none, and a mask (none, all true, right-padded, arbitrary, or with
+all-false rows); then random weights, inputs, initial states and a random
+linear loss on all outputs.
+
+- ``test_matches_builtin``: ``SimpleRNN``, ``LSTM(use_peepholes=False)`` and
+  ``GRU`` against ``keras.layers.X`` holding the same weights, in float32:
+  outputs, returned states and the gradients of the loss with respect to the
+  inputs, the initial states and every weight agree to
+  ``|ours - builtin| <= 1e-5 * (1 + |builtin|)``.
+- ``test_peephole_matches_reference``: the peephole LSTM (layer or cell)
+  against the float64 NumPy reference of ``tests/reference.py``: outputs and
+  states to the same tolerance, and gradients against central finite
+  differences of the reference, to the same tolerance too (ours runs in
+  float32; 500 random examples saw at most 4.4e-7).
+  The reference has the default activations only, so they are not drawn.
+
+How many examples: ``max_examples`` of the Hypothesis profile
+(``tests/conftest.py``) per test and loop: in CI 12, derandomized, so 48 per
+test on TensorFlow; ``HYPOTHESIS_PROFILE=thorough`` draws 200 fresh ones per
+loop. ``hypothesis.target`` steers the search towards large differences;
+``--hypothesis-show-statistics`` prints the largest seen.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import reference
+from helpers import gradients
+from hypothesis import given, target
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import keras_recurrent as kr
+
+TOL = 1e-5  # relative to 1 + |expected|, for every comparison here
+FD_EPS = 1e-6
+
+OURS = {
+    "simple_rnn": (kr.SimpleRNN, kr.SimpleRNNCell),
+    "lstm": (kr.LSTM, kr.LSTMCell),
+    "gru": (kr.GRU, kr.GRUCell),
+}
+BUILTIN = {
+    "simple_rnn": keras.layers.SimpleRNN,
+    "lstm": keras.layers.LSTM,
+    "gru": keras.layers.GRU,
+}
+NUM_STATES = {"simple_rnn": 1, "lstm": 2, "gru": 1}
+ACTIVATIONS = ["tanh", "relu", "sigmoid", "softsign", "elu", "linear", None]
+GATE_ACTIVATIONS = ["sigmoid", "hard_sigmoid", "tanh"]
+MASK_KINDS = ["none", "all_true", "right_padded", "arbitrary", "all_false_rows"]
+# Our time loops: our cell in keras.layers.RNN, our layer unrolled, and our
+# layer's own loop: on TensorFlow the two of keras_recurrent._fast_tf.
+TF_LOOPS = ["compiled", "graph"]
+if keras.backend.backend() == "tensorflow":
+    LOOPS = ["cell", "unroll", *TF_LOOPS]
+else:
+    LOOPS = ["cell", "unroll", "scan"]
+
+
+@dataclasses.dataclass
+class Case:
+    """One drawn configuration; ``seed`` fixes weights, inputs and states."""
+
+    name: str
+    loop: str  # one of LOOPS
+    batch: int
+    time: int
+    features: int
+    cell: dict  # cell arguments, units included
+    layer: dict  # keras.layers.RNN arguments
+    initial_state: bool
+    mask_kind: str
+    mask: np.ndarray | None
+    seed: int
+
+    @property
+    def via_cell(self):  # ours as its cell in keras.layers.RNN
+        return self.loop == "cell"
+
+    @property
+    def num_states(self):
+        return NUM_STATES[self.name]
+
+    def output_shapes(self):
+        batch, units = self.batch, self.cell["units"]
+        first = (
+            (batch, self.time, units)
+            if self.layer["return_sequences"]
+            else (batch, units)
+        )
+        states = [(batch, units)] * self.num_states
+        return [first, *states] if self.layer["return_state"] else [first]
+
+
+@st.composite
+def masks(draw, batch, time):
+    kind = draw(st.sampled_from(MASK_KINDS))
+    if kind == "none":
+        return kind, None
+    if kind == "all_true":
+        return kind, np.ones((batch, time), bool)
+    if kind == "right_padded":  # lengths from 0 (an all-false row) to time
+        lengths = draw(st.lists(st.integers(0, time), min_size=batch, max_size=batch))
+        return kind, np.arange(time) < np.array(lengths)[:, None]
+    mask = np.array(draw(arrays(np.bool_, (batch, time))))
+    if kind == "all_false_rows":
+        rows = draw(st.sets(st.integers(0, batch - 1), min_size=1))
+        mask[sorted(rows)] = False
+    return kind, mask
+
+
+@st.composite
+def cases(draw, loop, name=None, peepholes=False):
+    name = name or draw(st.sampled_from(list(OURS)))
+    batch, time = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    cell = {"units": draw(st.integers(1, 5)), "use_bias": draw(st.booleans())}
+    if not peepholes:  # the reference knows the default activations only
+        cell["activation"] = draw(st.sampled_from(ACTIVATIONS))
+        if name != "simple_rnn":
+            cell["recurrent_activation"] = draw(st.sampled_from(GATE_ACTIVATIONS))
+    if name == "gru":
+        cell["reset_after"] = draw(st.booleans())
+    if name == "lstm":
+        cell["unit_forget_bias"] = draw(st.booleans())
+    layer = {
+        option: draw(st.booleans())
+        for option in ("return_sequences", "return_state", "go_backwards")
+    }
+    layer["unroll"] = draw(st.booleans()) if loop == "cell" else loop == "unroll"
+    mask_kind, mask = draw(masks(batch, time))
+    return Case(
+        name=name,
+        loop=loop,
+        batch=batch,
+        time=time,
+        features=draw(st.integers(1, 4)),
+        cell=cell,
+        layer=layer,
+        initial_state=draw(st.booleans()),
+        mask_kind=mask_kind,
+        mask=mask,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@contextlib.contextmanager
+def tensorflow_loop(loop):
+    """Makes ``keras_recurrent._fast_tf`` run ``loop`` for any step size."""
+    if loop not in TF_LOOPS:
+        yield
+        return
+    from keras_recurrent import _fast_tf
+
+    saved = _fast_tf.COMPILED_MAX_WORK
+    _fast_tf.COMPILED_MAX_WORK = 10**9 if loop == "compiled" else 0
+    try:
+        yield
+    finally:
+        _fast_tf.COMPILED_MAX_WORK = saved
+
+
+def ours_for(case, **fixed):
+    """Our layer for ``case``, built, or our cell in ``keras.layers.RNN``."""
+    layer_cls, cell_cls = OURS[case.name]
+    if case.via_cell:
+        layer = keras.layers.RNN(cell_cls(**case.cell, **fixed), **case.layer)
+    else:
+        layer = layer_cls(**case.cell, **fixed, **case.layer)
+    layer.build((None, case.time, case.features))  # unroll needs the time axis
+    return layer
+
+
+def draw_values(case, layer, dtype="float32"):
+    """Random weights (set into ``layer``), inputs, states and loss weights."""
+    rng = np.random.default_rng(case.seed)
+    layer.set_weights(
+        [
+            rng.normal(scale=0.5, size=w.shape).astype(w.dtype)
+            for w in layer.get_weights()
+        ]
+    )
+    x = rng.normal(size=(case.batch, case.time, case.features)).astype(dtype)
+    states = []
+    if case.initial_state:
+        shape = (case.batch, case.cell["units"])
+        states = [rng.normal(size=shape).astype(dtype) for _ in range(case.num_states)]
+    projections = [rng.normal(size=s).astype(dtype) for s in case.output_shapes()]
+    return x, states, projections
+
+
+def outputs_and_gradients(layer, case, x, states, projections):
+    """The layer's outputs and the gradients of ``sum(projection * output)``
+    with respect to the inputs, the initial states and every weight."""
+    outputs = []
+
+    def loss(inputs, *rest):
+        initial_state = list(rest[: len(states)]) or None
+        out = layer(inputs, initial_state=initial_state, mask=case.mask)
+        outputs[:] = keras.tree.flatten(out)
+        return sum(keras.ops.sum(o * p) for o, p in zip(outputs, projections))
+
+    grads = gradients(loss, [x, *states, *layer.trainable_weights])
+    return [keras.ops.convert_to_numpy(o) for o in outputs], grads
+
+
+def assert_close(actual, expected, tol, what):
+    """``|actual - expected| <= tol * (1 + |expected|)``, everywhere."""
+    assert len(actual) == len(expected), what
+    worst = 0.0
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == e.shape, f"{what}[{index}]: {a.shape} != {e.shape}"
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol, err_msg=f"{what}[{index}]")
+        if a.size:
+            scaled = np.abs(a.astype("float64") - e) / (1.0 + np.abs(e))
+            worst = max(worst, float(scaled.max()))
+    target(worst, label=f"{what}: max |diff| / (1 + |expected|)")
+
+
+# -- against the built-ins ----------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@given(data=st.data())
+def test_matches_builtin(loop, data):
+    case = data.draw(cases(loop), label="case")
+    fixed = {"use_peepholes": False} if case.name == "lstm" else {}
+    ours = ours_for(case, **fixed)
+    builtin = BUILTIN[case.name](**case.cell, **case.layer)
+    builtin.build((None, case.time, case.features))
+    x, states, projections = draw_values(case, builtin)
+    ours.set_weights(builtin.get_weights())
+    assert len(ours.trainable_weights) == len(builtin.trainable_weights)
+
+    with tensorflow_loop(case.loop):
+        ours_out, ours_grads = outputs_and_gradients(ours, case, x, states, projections)
+    out, grads = outputs_and_gradients(builtin, case, x, states, projections)
+    assert [o.shape for o in out] == case.output_shapes()
+    assert_close(ours_out, out, TOL, "outputs")
+    assert_close(ours_grads, grads, TOL, "gradients")
+
+
+# -- the peephole LSTM against the float64 reference --------------------------
+
+
+def reference_loss_fn(case, projections):
+    """``f(x, *states, *weights)``: the loss of the drawn case, computed by
+    the float64 reference; ``weights`` in ``get_weights()`` order."""
+    units = case.cell["units"]
+    return_sequences = case.layer["return_sequences"]
+
+    def outputs(x, *rest):
+        states = list(rest[: case.num_states]) if case.initial_state else None
+        weights = list(rest[case.num_states if case.initial_state else 0 :])
+        if not case.cell["use_bias"]:
+            weights.insert(2, np.zeros(4 * units))
+        sequence, h, c = reference.lstm(
+            x,
+            weights,
+            use_peepholes=True,
+            mask=case.mask,
+            go_backwards=case.layer["go_backwards"],
+            initial_state=states,
+        )
+        first = sequence if return_sequences else sequence[:, -1]
+        return [first, h, c] if case.layer["return_state"] else [first]
+
+    def loss(*arrays):
+        return sum(np.sum(o * p) for o, p in zip(outputs(*arrays), projections))
+
+    return outputs, loss
+
+
+def finite_differences(f, arrays, eps=FD_EPS):
+    """Central differences of the scalar ``f(*arrays)``, one entry at a time."""
+    arrays = [np.array(a, dtype="float64") for a in arrays]
+    grads = []
+    for a in arrays:
+        g = np.empty_like(a)
+        for index in np.ndindex(a.shape):
+            original = a[index]
+            a[index] = original + eps
+            up = f(*arrays)
+            a[index] = original - eps
+            down = f(*arrays)
+            a[index] = original
+            g[index] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@given(data=st.data())
+def test_peephole_matches_reference(loop, data):
+    case = data.draw(cases(loop, name="lstm", peepholes=True), label="case")
+    ours = ours_for(case, use_peepholes=True)
+    x, states, projections = draw_values(case, ours)
+    weights = ours.get_weights()
+    assert len(weights) == (6 if case.cell["use_bias"] else 5)
+
+    with tensorflow_loop(case.loop):
+        ours_out, ours_grads = outputs_and_gradients(ours, case, x, states, projections)
+    outputs, loss = reference_loss_fn(case, projections)
+    arrays = [x, *states, *weights]
+    assert_close(ours_out, outputs(*arrays), TOL, "peephole outputs")
+    assert_close(
+        ours_grads,
+        finite_differences(loss, arrays),
+        TOL,
+        "peephole gradients vs finite differences",
+    )

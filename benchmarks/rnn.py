@@ -3,16 +3,21 @@
     python -m benchmarks.rnn --backend tensorflow           # the full run
     python -m benchmarks.rnn --quick                        # under a minute
 
+The full run (no ``--sizes``, no ``--quick``) times sizes S1-S4 and adds the
+sweep over sequence lengths at S1 (``--sweep`` adds it to any run).
+
 Both sides run in one process on the same backend: for every layer, size and
 kind of work, the built-in model and ours (same configuration, the built-in's
 weights copied into ours) are warmed up untimed, then timed interleaved
 (built-in, ours, built-in, ours ...). The report gives medians, sequences/s,
 the ratio built-in time / our time (above 1: ours is faster), achieved matmul
-GFLOP/s and that as a fraction of this machine's measured matmul peak, and
-the largest difference between the two models' outputs.
+GFLOP/s and that as a fraction of this machine's measured matmul peak, the
+peak memory of a training step of each model (measured in a process of its
+own by ``benchmarks.memory``, on Linux; not with ``--quick``), and the
+largest difference between the two models' outputs.
 
 Writes ``rnn.json``, ``rnn.md`` and ``ratio.png`` / ``time_vs_steps.png``
-(with matplotlib) to ``--out``.
+(with matplotlib) to ``--out`` (default ``benchmarks/results/<backend>``).
 """
 
 import argparse
@@ -69,9 +74,15 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sweep", action="store_true", help="time vs T at S1")
     parser.add_argument("--quick", action="store_true", help="tiny run, < 1 min")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the peak memory of training steps (always skipped by --quick)",
+    )
     args = parser.parse_args(argv)
+    args.sweep = args.sweep or not (args.quick or args.sizes)
     if args.quick:
         args.sizes = args.sizes or list(QUICK_SIZES)
         args.jit = args.jit or ["auto"]
@@ -99,25 +110,32 @@ def resolve_size(name):
     return batch, steps, features, units
 
 
-def build_models(keras, kr, layer, size, jit_compile):
-    """The built-in model and ours, alike, with the built-in's weights in ours."""
+def build_model(keras, kr, layer, size, jit_compile, side):
+    """The built-in model (``side="builtin"``) or ours: the layer and a Dense
+    head, compiled with Adam and MSE."""
     ours_name, builtin_name, _, extra = LAYERS[layer]
     batch, steps, features, units = size
-    models = []
-    for make in (
-        lambda: getattr(keras.layers, builtin_name)(units),
-        lambda: getattr(kr, ours_name)(units, **extra),
-    ):
-        model = keras.Sequential(
-            [
-                keras.Input((steps, features), batch_size=batch),
-                make(),
-                keras.layers.Dense(1),
-            ]
-        )
-        model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
-        models.append(model)
-    builtin, ours = models
+    if side == "builtin":
+        recurrent = getattr(keras.layers, builtin_name)(units)
+    else:
+        recurrent = getattr(kr, ours_name)(units, **extra)
+    model = keras.Sequential(
+        [
+            keras.Input((steps, features), batch_size=batch),
+            recurrent,
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+    return model
+
+
+def build_models(keras, kr, layer, size, jit_compile):
+    """The built-in model and ours, alike, with the built-in's weights in ours."""
+    builtin, ours = (
+        build_model(keras, kr, layer, size, jit_compile, side)
+        for side in ("builtin", "ours")
+    )
     weights = builtin.get_weights()
     if layer == "peephole_lstm":
         # Keep the built-in's weights; the peephole vectors keep their own.
@@ -162,11 +180,7 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         for side, call in enumerate(calls):
             times[side].append(time_call(call))
     builtin_s, ours_s = (statistics.median(t) for t in times)
-    path = "portable"
-    if ours.layers[0]._uses_tensorflow_loop():
-        from keras_recurrent import _fast_tf
-
-        path = "xla" if _fast_tf.runs_compiled(batch, units) else "tf-graph"
+    path = "xla" if ours.layers[0]._uses_tensorflow_loop() else "keras.ops.scan"
     gates = LAYERS[layer][2]
     flops = 2 * batch * steps * (features + units) * gates * units
     flops *= 3 if work == "train" else 1
@@ -181,10 +195,23 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         "ratio": builtin_s / ours_s,
         "ours_sequences_per_s": batch / ours_s,
         "builtin_sequences_per_s": batch / builtin_s,
+        "builtin_peak_mib": None,
+        "ours_peak_mib": None,
         "ours_gflops": flops / ours_s / 1e9,
         "builtin_gflops": flops / builtin_s / 1e9,
         "max_abs_difference": difference,
     }
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def matmul_peak_gflops(keras, np, repeats=5):
@@ -201,12 +228,17 @@ def _diff(value):
     return "n/a" if value is None else f"{value:.1e}"
 
 
+def _mib(value):
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def markdown_table(rows, peak):
     lines = [
         "| layer | B/T/F/H | work | jit_compile | our loop | built-in ms | ours ms "
         "| ratio "
-        "| ours seq/s | ours GFLOP/s (% peak) | max diff |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| ours seq/s | ours GFLOP/s (% peak) | built-in MiB | ours MiB "
+        "| max diff |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -215,6 +247,7 @@ def markdown_table(rows, peak):
             f"| {r['ours_ms']:.2f} "
             f"| {r['ratio']:.2f}x | {r['ours_sequences_per_s']:.0f} "
             f"| {r['ours_gflops']:.1f} ({100 * r['ours_gflops'] / peak:.0f}%) "
+            f"| {_mib(r['builtin_peak_mib'])} | {_mib(r['ours_peak_mib'])} "
             f"| {_diff(r['max_abs_difference'])} |"
         )
     return "\n".join(lines)
@@ -229,32 +262,70 @@ def plot(rows, out):
     except ImportError:
         return []
     written = []
-    fig, ax = plt.subplots(figsize=(9, 4))
-    labels = [
-        f"{r['layer']}\n{'/'.join(map(str, r['size']))}\n"
-        f"{r['work']}, jit={r['jit_compile']}"
-        for r in rows
-    ]
-    ax.bar(range(len(rows)), [r["ratio"] for r in rows])
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
-    ax.set_ylabel("built-in time / ours")
-    ax.set_title("keras_recurrent vs keras.layers (above 1: ours faster)")
-    fig.tight_layout()
-    fig.savefig(out / "ratio.png", dpi=120)
-    plt.close(fig)
-    written.append(out / "ratio.png")
+    table = [r for r in rows if not r.get("sweep")]
+    panels = sorted({(r["work"], r["jit_compile"]) for r in table})
+    if panels:
+        columns = min(2, len(panels))
+        grid_rows = -(-len(panels) // columns)
+        fig, axes = plt.subplots(
+            grid_rows,
+            columns,
+            figsize=(5.5 * columns, 3.8 * grid_rows),
+            squeeze=False,
+        )
+        layers = [layer for layer in LAYERS if any(r["layer"] == layer for r in table)]
+        width = 0.8 / len(layers)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
+        for ax, (work, jit) in zip(axes.flat, panels):
+            panel = [r for r in table if (r["work"], r["jit_compile"]) == (work, jit)]
+            sizes = list(dict.fromkeys("/".join(map(str, r["size"])) for r in panel))
+            for k, layer in enumerate(layers):
+                ratios = {
+                    "/".join(map(str, r["size"])): r["ratio"]
+                    for r in panel
+                    if r["layer"] == layer
+                }
+                ax.bar(
+                    [i + k * width for i in range(len(sizes))],
+                    [ratios.get(size, 0) for size in sizes],
+                    width,
+                    label=layer,
+                )
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_ylabel("built-in time / ours")
+            ax.set_xticks(
+                [i + 0.4 - width / 2 for i in range(len(sizes))], sizes, fontsize=7
+            )
+            ax.set_title(f"{work}, jit_compile={jit}", fontsize=9)
+            ax.set_xlabel("B/T/F/H")
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle("keras_recurrent vs keras.layers: above 1, ours is faster")
+        fig.tight_layout()
+        fig.savefig(out / "ratio.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "ratio.png")
     sweep = [r for r in rows if r.get("sweep")]
     if sweep:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for layer in sorted({r["layer"] for r in sweep}):
-            for side in ("builtin", "ours"):
+        layers = [layer for layer in LAYERS if any(r["layer"] == layer for r in sweep)]
+        for color, layer in enumerate(layers):
+            for side, style in (("builtin", "--"), ("ours", "-")):
                 pts = sorted(
                     (r["size"][1], r[f"{side}_ms"])
                     for r in sweep
                     if r["layer"] == layer
                 )
-                ax.loglog(*zip(*pts), marker="o", label=f"{layer} {side}")
+                ax.loglog(
+                    *zip(*pts),
+                    style,
+                    color=f"C{color}",
+                    marker="o",
+                    label=f"{layer} ({'built-in' if side == 'builtin' else 'ours'})",
+                )
+        b, _, f, h = sweep[0]["size"]
+        ax.set_title(f"forward pass, B/F/H = {b}/{f}/{h}", fontsize=9)
         ax.set_xlabel("time steps T")
         ax.set_ylabel("median ms")
         ax.legend(fontsize=6)
@@ -279,6 +350,7 @@ def main(argv=None):
         tf.get_logger().setLevel("ERROR")  # retracing notices between models
 
     import keras_recurrent as kr
+    from benchmarks import memory
 
     try:
         from tqdm import tqdm
@@ -310,10 +382,16 @@ def main(argv=None):
             keras, kr, np, layer, size, work, jit, args.repeats, args.warmup
         )
         row["sweep"] = sweep
+        if work == "train" and jit == "auto" and not (args.quick or args.no_memory):
+            for side in ("builtin", "ours"):
+                row[f"{side}_peak_mib"] = memory.measure(
+                    layer, size, side, keras.backend.backend()
+                )
         rows.append(row)
         keras.backend.clear_session()
 
     backend = keras.backend.backend()
+    args.out = args.out or Path("benchmarks/results") / backend
     environment = {
         "backend": backend,
         backend: importlib.metadata.version(BACKEND_PACKAGES[backend]),
@@ -321,7 +399,7 @@ def main(argv=None):
         "keras_recurrent": kr.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
+        "processor": cpu_model(),
         "cpus": os.cpu_count(),
         "matmul_peak_gflops": peak,
         "repeats": args.repeats,

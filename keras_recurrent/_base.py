@@ -1,18 +1,23 @@
 """What the three cells and the three sequence layers share.
 
 A cell does one step; the sequence layer drives the time loop. Each cell
-exposes two pieces that its own ``call`` and the sequence layer's loop both
-use, so the two cannot drift apart:
+exposes these pieces, which its own ``call`` and the sequence layer's loop
+both use, so the two cannot drift apart:
 
 - ``project_inputs(inputs)``: ``inputs @ kernel (+ input bias)``, for one step
   ``(batch, features)`` or a whole sequence ``(batch, time, features)``;
 - ``step_weights()``: the weights the step reads (recurrent kernel, and
   recurrent bias or peepholes), as tensors;
-- ``make_step(weights, recurrent_dropout_mask)``: a function
-  ``step(projected_t, states) -> (output, new_states)`` that does the
-  recurrent matmul and the gate arithmetic with those weights.
+- ``step_parts(weights)``: ``(kernel, update, extra)``, the step cut in two:
+  the recurrent matmul ``r = h_in @ kernel``, where ``h_in`` is ``h_{t-1}``
+  in the compute dtype times the recurrent dropout mask, and the rest,
+  ``update(projected_t, r, h_in, states, extra) -> new_states``, which reads
+  the other tensors it needs (biases, peepholes) from the list ``extra``.
 
-Taking the weights as arguments lets a compiled loop receive them as inputs.
+``StepCell.make_step`` joins the two into one step. Taking the weights as
+arguments lets a compiled loop receive them as inputs; the cut lets
+``_fast_tf`` differentiate the step without the matmul and compute the
+recurrent kernel's gradient for all time steps in one matmul.
 """
 
 import keras
@@ -51,6 +56,31 @@ class StepCell:
         step = self.make_step(self.step_weights(), rec_mask)
         output, new_states = step(self.project_inputs(inputs), states)
         return output, (new_states if nested else new_states[0])
+
+    def make_step(self, weights, recurrent_dropout_mask=None):
+        """``step(projected_t, states) -> (output, new_states)``: one time
+        step with ``weights`` (see ``step_parts``); the output is
+        ``new_states[0]``."""
+        kernel, update, extra = self.step_parts(weights)
+        compute_dtype = self.compute_dtype
+
+        def step(projected_t, states):
+            h_in = recurrent_input(states[0], recurrent_dropout_mask, compute_dtype)
+            # The backend's own matmul (both are backend tensors here): it
+            # keeps float64, and on PyTorch it costs a tenth of
+            # keras.ops.matmul's Python overhead, paid at every step.
+            new_states = update(projected_t, h_in @ kernel, h_in, states, extra)
+            return new_states[0], new_states
+
+        return step
+
+
+def recurrent_input(h_tm1, recurrent_dropout_mask, compute_dtype):
+    """``h_{t-1}`` as the recurrent matmul reads it."""
+    h_in = ops.cast(h_tm1, compute_dtype)
+    if recurrent_dropout_mask is not None:
+        h_in = h_in * recurrent_dropout_mask
+    return h_in
 
 
 def cell_property(name):
@@ -224,22 +254,32 @@ class RecurrentLayer(keras.layers.RNN):
         rec_mask = None
         if training and cell.recurrent_dropout > 0:
             rec_mask = cell.get_recurrent_dropout_mask(initial_state[0])
-        projected = cell.project_inputs(sequences)
+        xs = ops.transpose(sequences, (1, 0, 2))  # time-major
         if self._uses_tensorflow_loop():
             from keras_recurrent import _fast_tf
 
             return _fast_tf.recurrence(
                 cell,
-                projected,
+                cell.project_inputs(xs),
                 initial_state,
                 mask=mask,
                 recurrent_dropout_mask=rec_mask,
                 go_backwards=self.go_backwards,
                 zero_output_for_mask=self.zero_output_for_mask,
             )
+        step = cell.make_step(cell.step_weights(), rec_mask)
+        if keras.config.backend() == "jax":
+            # Inside jax.lax.scan the projection runs at each step: projected
+            # all at once, its gradient would be a (time, batch, gates * units)
+            # tensor built step by step in JAX's backward pass, which made a
+            # training step almost twice as slow.
+            def step(x_t, states, step=step):
+                return step(cell.project_inputs(x_t), states)
+        else:
+            xs = cell.project_inputs(xs)
         return recurrence(
-            cell.make_step(cell.step_weights(), rec_mask),
-            projected,
+            step,
+            xs,
             initial_state,
             mask=mask,
             go_backwards=self.go_backwards,

@@ -1,193 +1,214 @@
-"""TensorFlow only: the time loop compiled with XLA, forward and backward.
+"""TensorFlow only: the time loop with its own backward pass, compiled by XLA.
 
 On TensorFlow without XLA (what Keras picks on a CPU) every time step pays a
 few microseconds of per-op overhead for each of the ten or so ops of a gated
-step; for small batches that overhead is most of the run time. Here the same
-loop as :func:`keras_recurrent._loop.recurrence` runs as one XLA computation.
+step, forward and backward; for small batches that overhead is most of the
+run time. Here the loop has a custom gradient, and the forward loop and the
+backward loop each run as one XLA computation:
 
-XLA cannot hand the tensor lists of a compiled loop to TensorFlow's autodiff,
-so the loop has a custom gradient whose backward pass is a second compiled
-computation: it recomputes the forward loop under a tape and differentiates
-it inside XLA. That costs one more forward pass and keeps every loop in
-compiled code.
+- the forward loop keeps what the backward loop needs: every step's states
+  and its recurrent matmul ``r_t = h_in_t @ kernel``;
+- the backward loop runs from the last step to the first. At each step it
+  differentiates the cell's ``update`` (the step without its matmul, see
+  ``_base``), which is elementwise apart from GRU's candidate matmul when
+  ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
+- the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, is then one
+  matmul over all time steps instead of one small matmul per step.
 
-Only this module imports TensorFlow; ``_base.RecurrentLayer.inner_loop``
-chooses it when Keras runs on TensorFlow and falls back to the portable loop
-otherwise.
+TensorFlow could not differentiate a compiled loop by itself anyway: the
+loop's tensor lists cannot cross the XLA boundary. Only this module imports
+TensorFlow;
+``_base.RecurrentLayer.inner_loop`` chooses it when Keras runs on TensorFlow
+and falls back to the portable loop otherwise.
 """
 
 import weakref
 
 import tensorflow as tf
 
+from keras_recurrent._base import recurrent_input
+from keras_recurrent._loop import keep_masked
 from keras_recurrent._loop import recurrence as portable_recurrence
 
-_COMPILED = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
-
-
-def _scan(f, init, xs):
-    """``keras.ops.scan`` for carries whose outputs have the carry's structure.
-
-    Keras's own TensorFlow scan leaves ``maximum_iterations`` unset, which XLA
-    needs to size the stacked outputs.
-    """
-    xs_flat = tf.nest.flatten(xs)
-    init_flat = tf.nest.flatten(init)
-    length = tf.shape(xs_flat[0])[0]
-    inputs = [tf.TensorArray(x.dtype, size=length).unstack(x) for x in xs_flat]
-    stacked = [tf.TensorArray(c.dtype, size=length) for c in init_flat]
-
-    def body(i, carry, stacked):
-        x = tf.nest.pack_sequence_as(xs, [ta.read(i) for ta in inputs])
-        carry, ys = f(tf.nest.pack_sequence_as(init, carry), x)
-        ys = tf.nest.flatten(ys)
-        return (
-            i + 1,
-            tf.nest.flatten(carry),
-            [t.write(i, y) for t, y in zip(stacked, ys)],
-        )
-
-    _, carry, stacked = tf.while_loop(
-        lambda i, *_: i < length,
-        body,
-        (0, init_flat, stacked),
-        maximum_iterations=length,
-    )
-    return (
-        tf.nest.pack_sequence_as(init, carry),
-        tf.nest.pack_sequence_as(init, [t.stack() for t in stacked]),
-    )
-
-
-def _compiled(cell, has_mask, has_rec_mask, go_backwards, zero_output_for_mask):
-    """The compiled forward loop and its compiled gradient, cached per cell."""
-    key = (has_mask, has_rec_mask, go_backwards, zero_output_for_mask)
-    per_cell = _COMPILED.setdefault(cell, {})
-    if key in per_cell:
-        return per_cell[key]
-    # A weak reference, so that the cached functions do not keep the cell alive.
-    cell_ref = weakref.ref(cell)
-
-    def run(projected, mask, rec_mask, states, weights):
-        step = cell_ref().make_step(weights, rec_mask if has_rec_mask else None)
-        return portable_recurrence(
-            step,
-            projected,
-            list(states),
-            mask=mask if has_mask else None,
-            go_backwards=go_backwards,
-            zero_output_for_mask=zero_output_for_mask,
-            scan=_scan,
-        )
-
-    def backward(projected, mask, rec_mask, states, weights, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch([projected, states, weights])
-            outputs = tf.nest.flatten(run(projected, mask, rec_mask, states, weights))
-        return tape.gradient(
-            outputs,
-            [projected, states, weights],
-            output_gradients=upstream,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-
-    per_cell[key] = (
-        tf.function(run, jit_compile=True),
-        tf.function(backward, jit_compile=True),
-    )
-    return per_cell[key]
+_LOOPS = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
 
 
 def recurrence(
     cell,
-    projected,
+    xs,
     initial_state,
     mask=None,
     recurrent_dropout_mask=None,
     go_backwards=False,
     zero_output_for_mask=False,
 ):
-    """:func:`keras_recurrent._loop.recurrence` for ``cell`` on TensorFlow.
-
-    Small steps (``batch * units`` up to :data:`COMPILED_MAX_WORK`) run as one
-    XLA computation, where per-op overhead vanishes; larger ones run a lean
-    TensorFlow while loop, since XLA's CPU code for the gate arithmetic is
-    slower than TensorFlow's kernels once the step itself is large. When the
-    batch size is only known at run time, ``tf.cond`` picks.
+    """:func:`keras_recurrent._loop.recurrence` for ``cell`` on TensorFlow,
+    compiled by XLA.
 
     Returns ``(last_output, outputs, states)``; differentiable with respect to
-    ``projected``, ``initial_state`` and the cell's step weights.
+    ``xs``, ``initial_state`` and the cell's step weights.
     """
-    mask = None if mask is None else tf.cast(mask, "bool")
     # Plain tensors, read once: not a variable read per step, nor a variable
     # inside the custom gradient.
     weights = [tf.convert_to_tensor(w) for w in cell.step_weights()]
-    options = dict(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask)
-    args = (cell, projected, initial_state, weights, mask, recurrent_dropout_mask)
 
-    batch = projected.shape[0]
-    if batch is not None:
-        if runs_compiled(batch, cell.units):
-            return _compiled_loop(*args, **options)
-        return _graph_loop(*args, **options)
-    return tf.cond(
-        runs_compiled(tf.shape(projected)[0], cell.units),
-        lambda: _compiled_loop(*args, **options),
-        lambda: _graph_loop(*args, **options),
-    )
+    def loop(xs, masks, states):
+        return _loop(cell, xs, masks, recurrent_dropout_mask, list(states), weights)
 
-
-#: Largest ``batch * units`` for which the XLA-compiled loop runs. Measured on
-#: a 2-core x86-64 CPU with ``python -m benchmarks.rnn``: the compiled loop is
-#: several times faster at batch 1 and 64 units, slower at batch 32 and 128.
-COMPILED_MAX_WORK = 1024
-
-
-def runs_compiled(batch, units):
-    """Whether a step of ``batch`` rows and ``units`` units runs compiled."""
-    return batch * units <= COMPILED_MAX_WORK
-
-
-def _graph_loop(cell, projected, states, weights, mask, rec_mask, **options):
-    step = cell.make_step(weights, rec_mask)
     return portable_recurrence(
-        step, projected, states, mask=mask, scan=_scan, **options
+        None,
+        xs,
+        initial_state,
+        mask=mask,
+        go_backwards=go_backwards,
+        zero_output_for_mask=zero_output_for_mask,
+        loop=loop,
     )
 
 
-def _compiled_loop(cell, projected, states, weights, mask, rec_mask, **options):
-    forward, backward = _compiled(
-        cell, mask is not None, rec_mask is not None, **options
-    )
+def _loop(cell, xs, masks, rec_mask, states, weights):
+    """``(hs, final_states)`` over time-major ``xs``, with a custom gradient."""
+    forward, backward = _functions(cell, masks is not None, rec_mask is not None)
     absent = tf.zeros((0,))  # stands in for an absent mask as a function input
-    mask = absent if mask is None else mask
+    masks = absent if masks is None else tf.cast(masks, "bool")
     rec_mask = absent if rec_mask is None else rec_mask
     num_states = len(states)
 
     @tf.custom_gradient
-    def loop(projected, *states_and_weights):
+    def run(xs, *states_and_weights):
         states = list(states_and_weights[:num_states])
         weights = list(states_and_weights[num_states:])
         # Inputs cut from any tape: otherwise TensorFlow would also build its
-        # own gradient of the compiled loop, which it cannot do.
-        outputs = tf.nest.flatten(
-            forward(
-                *tf.nest.map_structure(
-                    tf.stop_gradient, (projected, mask, rec_mask, states, weights)
-                )
+        # own gradient of the loop.
+        final, stacked, rs = forward(
+            *tf.nest.map_structure(
+                tf.stop_gradient, (xs, masks, rec_mask, states, weights)
             )
         )
 
-        def grad(*upstream):
-            upstream = [
-                tf.zeros_like(o) if g is None else g for g, o in zip(upstream, outputs)
+        def grad(d_hs, *d_final):
+            d_final = [
+                tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)
             ]
-            d_projected, d_states, d_weights = backward(
-                projected, mask, rec_mask, states, weights, upstream
+            d_hs = tf.zeros_like(stacked[0]) if d_hs is None else d_hs
+            d_xs, d_states, d_weights = backward(
+                xs, masks, rec_mask, states, weights, stacked, rs, d_hs, d_final
             )
-            return [d_projected, *d_states, *d_weights]
+            return [d_xs, *d_states, *d_weights]
 
-        return outputs, grad
+        return [stacked[0], *final], grad
 
-    last_output, outputs, *states = loop(projected, *states, *weights)
-    return last_output, outputs, states
+    hs, *final = run(xs, *states, *weights)
+    return hs, final
+
+
+def _per_step(x):
+    """``x`` as a tensor list, read one time step at a time."""
+    return tf.TensorArray(x.dtype, size=tf.shape(x)[0]).unstack(x)
+
+
+def _functions(cell, has_mask, has_rec_mask):
+    """The compiled forward and backward loops for ``cell``, cached per cell."""
+    key = (has_mask, has_rec_mask)
+    per_cell = _LOOPS.setdefault(cell, {})
+    if key in per_cell:
+        return per_cell[key]
+    # A weak reference, so that the cached functions do not keep the cell alive.
+    cell_ref = weakref.ref(cell)
+
+    def forward(xs, masks, rec_mask, states, weights):
+        """Final states, every step's states, every step's ``r_t``."""
+        cell = cell_ref()
+        kernel, update, extra = cell.step_parts(weights)
+        rec_mask = rec_mask if has_rec_mask else None
+        steps = tf.shape(xs)[0]
+        xs_t = _per_step(xs)
+        masks_t = _per_step(masks) if has_mask else None
+        states_t = [tf.TensorArray(s.dtype, size=steps) for s in states]
+        rs_t = tf.TensorArray(xs.dtype, size=steps)
+
+        def body(t, states, states_t, rs_t):
+            h_in = recurrent_input(states[0], rec_mask, cell.compute_dtype)
+            r = tf.matmul(h_in, kernel)
+            new = update(xs_t.read(t), r, h_in, states, extra)
+            new = keep_masked(masks_t.read(t) if has_mask else None, new, states)
+            states_t = [ta.write(t, s) for ta, s in zip(states_t, new)]
+            return t + 1, new, states_t, rs_t.write(t, r)
+
+        _, final, states_t, rs_t = tf.while_loop(
+            lambda t, *_: t < steps,
+            body,
+            (0, states, states_t, rs_t),
+            maximum_iterations=steps,  # XLA sizes the tensor lists with it
+        )
+        return final, [ta.stack() for ta in states_t], rs_t.stack()
+
+    def backward(xs, masks, rec_mask, states, weights, stacked, rs, d_hs, d_final):
+        """Gradients with respect to ``xs``, the initial states and weights."""
+        cell = cell_ref()
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            kernel, update, extra = cell.step_parts(weights)
+        rec_mask = rec_mask if has_rec_mask else None
+        steps = tf.shape(xs)[0]
+        # The states each step started from: the initial ones, then the
+        # states after every step but the last.
+        previous = [
+            tf.concat([s[None], all_s[:-1]], 0) for s, all_s in zip(states, stacked)
+        ]
+        xs_t, rs_t, d_hs_t = _per_step(xs), _per_step(rs), _per_step(d_hs)
+        previous_t = [_per_step(p) for p in previous]
+        masks_t = _per_step(masks) if has_mask else None
+        d_xs_t = tf.TensorArray(xs.dtype, size=steps)
+        d_rs_t = tf.TensorArray(rs.dtype, size=steps)
+
+        def body(k, d_states, d_extra, d_xs_t, d_rs_t):
+            t = steps - 1 - k
+            d_new = [d_states[0] + d_hs_t.read(t), *d_states[1:]]
+            x, r = xs_t.read(t), rs_t.read(t)
+            old = [ta.read(t) for ta in previous_t]
+            with tf.GradientTape() as step_tape:
+                step_tape.watch([x, r, old, extra])
+                h_in = recurrent_input(old[0], rec_mask, cell.compute_dtype)
+                new = update(x, r, h_in, old, extra)
+                new = keep_masked(masks_t.read(t) if has_mask else None, new, old)
+            d_x, d_r, d_old, d_step_extra = step_tape.gradient(
+                new,
+                [x, r, old, extra],
+                output_gradients=d_new,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            d_h_in = tf.matmul(d_r, kernel, transpose_b=True)
+            if rec_mask is not None:
+                d_h_in = d_h_in * rec_mask
+            d_old[0] = d_old[0] + tf.cast(d_h_in, d_old[0].dtype)
+            d_extra = [a + b for a, b in zip(d_extra, d_step_extra)]
+            return k + 1, d_old, d_extra, d_xs_t.write(t, d_x), d_rs_t.write(t, d_r)
+
+        _, d_states, d_extra, d_xs_t, d_rs_t = tf.while_loop(
+            lambda k, *_: k < steps,
+            body,
+            (0, d_final, [tf.zeros_like(e) for e in extra], d_xs_t, d_rs_t),
+            maximum_iterations=steps,
+        )
+        # sum_t h_in_t^T dr_t, one matmul over (time * batch) rows.
+        h_in = recurrent_input(previous[0], rec_mask, cell.compute_dtype)
+        d_rs = d_rs_t.stack()
+        d_kernel = tf.matmul(
+            tf.reshape(h_in, (-1, h_in.shape[-1])),
+            tf.reshape(d_rs, (-1, d_rs.shape[-1])),
+            transpose_a=True,
+        )
+        d_weights = tape.gradient(
+            [kernel, *extra],
+            weights,
+            output_gradients=[d_kernel, *d_extra],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        return d_xs_t.stack(), d_states, d_weights
+
+    per_cell[key] = (
+        tf.function(forward, jit_compile=True),
+        tf.function(backward, jit_compile=True),
+    )
+    return per_cell[key]

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_recurrent import _ops
 from keras_recurrent._base import RecurrentLayer, StepCell, cell_property
 from keras_recurrent._checks import check_arguments
 
@@ -103,7 +104,7 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         self.dropout_mask_count = None
 
     def project_inputs(self, inputs):
-        projected = ops.matmul(inputs, self.kernel)
+        projected = _ops.matmul(inputs, self.kernel)
         if self.use_bias:
             projected = projected + (self.bias[0] if self.reset_after else self.bias)
         return projected
@@ -114,45 +115,41 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             return recurrent_kernel, self.bias[1]
         return (recurrent_kernel,)
 
-    def make_step(self, weights, recurrent_dropout_mask=None):
+    def step_parts(self, weights):
         units = self.units
-        activation = self.activation
+        activation = _ops.activation(self.activation, self.compute_dtype)
         gate = self.recurrent_activation
         recurrent_kernel, *rest = weights
         if self.reset_after:
-            recurrent_bias = rest[0] if rest else None
+            # r = h @ U for all three gates; the recurrent bias in `extra`.
+            kernel, extra = recurrent_kernel, rest
         else:
-            u_zr = recurrent_kernel[:, : 2 * units]
-            u_h = recurrent_kernel[:, 2 * units :]
+            # r = h @ U_zr; the candidate's (r_t * h) @ U_h needs the gate.
+            kernel = recurrent_kernel[:, : 2 * units]
+            extra = [recurrent_kernel[:, 2 * units :]]
 
-        compute_dtype = self.compute_dtype
-
-        def step(projected_t, states):
+        def update(projected_t, r, h_in, states, extra):
             # Gates in the compute dtype; the update of h, which accumulates
-            # over time, in the dtype of h_tm1 (see RecurrentLayer).
+            # over time, in the dtype of h_tm1 (see RecurrentLayer). One
+            # activation over both gates z and r: the same numbers as one
+            # per gate, in fewer and larger ops.
             h_tm1 = states[0]
-            h_in = ops.cast(h_tm1, compute_dtype)
-            if recurrent_dropout_mask is not None:
-                h_in = h_in * recurrent_dropout_mask
-            x_z, x_r, x_h = ops.split(projected_t, 3, axis=-1)
+            x_zr = projected_t[..., : 2 * units]
+            x_h = projected_t[..., 2 * units :]
             if self.reset_after:
-                inner = ops.matmul(h_in, recurrent_kernel)
-                if recurrent_bias is not None:
-                    inner = inner + recurrent_bias
-                h_z, h_r, h_h = ops.split(inner, 3, axis=-1)
+                inner = r + extra[0] if extra else r
+                zr = gate(x_zr + inner[..., : 2 * units])
+                z, r_t = zr[..., :units], zr[..., units:]
+                candidate = activation(x_h + r_t * inner[..., 2 * units :])
             else:
-                h_z, h_r = ops.split(ops.matmul(h_in, u_zr), 2, axis=-1)
-            z = gate(x_z + h_z)
-            r = gate(x_r + h_r)
-            if self.reset_after:
-                candidate = activation(x_h + r * h_h)
-            else:
-                candidate = activation(x_h + ops.matmul(r * h_in, u_h))
+                zr = gate(x_zr + r)
+                z, r_t = zr[..., :units], zr[..., units:]
+                candidate = activation(x_h + (r_t * h_in) @ extra[0])
             z = ops.cast(z, h_tm1.dtype)
             h = z * h_tm1 + (1 - z) * ops.cast(candidate, h_tm1.dtype)
-            return h, [h]
+            return [h]
 
-        return step
+        return kernel, update, extra
 
 
 class GRU(RecurrentLayer):
@@ -160,9 +157,9 @@ class GRU(RecurrentLayer):
 
     A drop-in replacement for ``keras.layers.GRU``: same arguments, defaults,
     weights (see :class:`GRUCell`) and outputs, with the one documented
-    difference under recurrent dropout in training. The input projection
-    ``x_t W + b`` is computed for every time step in one matmul before the
-    time loop.
+    difference under recurrent dropout in training. On TensorFlow and
+    PyTorch the input projection ``x_t W + b`` is computed for every time
+    step in one matmul before the time loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.

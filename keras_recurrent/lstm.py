@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_recurrent import _ops
 from keras_recurrent._base import RecurrentLayer, StepCell, cell_property
 from keras_recurrent._checks import check_arguments
 
@@ -157,7 +158,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         return type(initializer).from_config(config)
 
     def project_inputs(self, inputs):
-        projected = ops.matmul(inputs, self.kernel)
+        projected = _ops.matmul(inputs, self.kernel)
         if self.use_bias:
             projected = projected + self.bias
         return projected
@@ -166,37 +167,44 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         names = ("recurrent_kernel", *(_PEEPHOLES if self.use_peepholes else ()))
         return tuple(ops.convert_to_tensor(getattr(self, name)) for name in names)
 
-    def make_step(self, weights, recurrent_dropout_mask=None):
+    def step_parts(self, weights):
         recurrent_kernel, *peepholes = weights
-        activation = self.activation
+        activation = _ops.activation(self.activation, self.compute_dtype)
         gate = self.recurrent_activation
+        units = self.units
+        compute_dtype = self.compute_dtype
+        # With peepholes, the input and forget gates' vectors side by side.
+        extra = []
         if self.use_peepholes:
             p_i, p_f, p_o = peepholes
+            extra = [ops.concatenate([p_i, p_f]), p_o]
 
-        compute_dtype = self.compute_dtype
-
-        def step(projected_t, states):
+        def update(projected_t, r, h_in, states, extra):
             # Gates in the compute dtype; the cell state, which accumulates
-            # over time, in the dtype of c_tm1 (see RecurrentLayer).
+            # over time, in the dtype of c_tm1 (see RecurrentLayer). Each
+            # activation runs once over adjacent gates, not once per gate:
+            # the same numbers, in fewer and larger ops.
             h_tm1, c_tm1 = states
-            h_in = ops.cast(h_tm1, compute_dtype)
-            if recurrent_dropout_mask is not None:
-                h_in = h_in * recurrent_dropout_mask
-            z = projected_t + ops.matmul(h_in, recurrent_kernel)
-            z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
-            if self.use_peepholes:
+            z = projected_t + r
+            g = activation(z[..., 2 * units : 3 * units])
+            if extra:
+                p_if, p_o = extra
                 c_in = ops.cast(c_tm1, compute_dtype)
-                z_i = z_i + p_i * c_in
-                z_f = z_f + p_f * c_in
-            f = ops.cast(gate(z_f), c_tm1.dtype)
-            c = f * c_tm1 + ops.cast(gate(z_i) * activation(z_c), c_tm1.dtype)
+                z_if = z[..., : 2 * units] + p_if * ops.concatenate([c_in, c_in], -1)
+                s = gate(z_if)
+                i, f = s[..., :units], s[..., units:]
+            else:
+                s = gate(z)
+                i, f = s[..., :units], s[..., units : 2 * units]
+                o = s[..., 3 * units :]
+            c = ops.cast(f, c_tm1.dtype) * c_tm1 + ops.cast(i * g, c_tm1.dtype)
             c_out = ops.cast(c, compute_dtype)
-            if self.use_peepholes:
-                z_o = z_o + p_o * c_out
-            h = ops.cast(gate(z_o) * activation(c_out), h_tm1.dtype)
-            return h, [h, c]
+            if extra:
+                o = gate(z[..., 3 * units :] + p_o * c_out)
+            h = ops.cast(o * activation(c_out), h_tm1.dtype)
+            return [h, c]
 
-        return step
+        return recurrent_kernel, update, extra
 
     def get_config(self):
         return {
@@ -222,8 +230,9 @@ class LSTM(RecurrentLayer):
     With ``use_peepholes=True`` (the default) the input and forget gates see
     the previous cell state and the output gate sees the new one (Gers,
     Schraudolph & Schmidhuber, 2002); see :class:`LSTMCell` for the equations
-    and the weight layout. The input projection ``x_t W + b`` is computed for
-    every time step in one matmul before the time loop.
+    and the weight layout. On TensorFlow and PyTorch the input projection
+    ``x_t W + b`` is computed for every time step in one matmul before the
+    time loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_recurrent import _ops
 from keras_recurrent._base import RecurrentLayer, StepCell
 from keras_recurrent._checks import check_arguments
 
@@ -87,7 +88,7 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
         )
 
     def project_inputs(self, inputs):
-        projected = ops.matmul(inputs, self.kernel)
+        projected = _ops.matmul(inputs, self.kernel)
         if self.use_bias:
             projected = projected + self.bias
         return projected
@@ -95,22 +96,17 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     def step_weights(self):
         return (ops.convert_to_tensor(self.recurrent_kernel),)
 
-    def make_step(self, weights, recurrent_dropout_mask=None):
+    def step_parts(self, weights):
         (recurrent_kernel,) = weights
-        activation = self.activation or keras.activations.linear
-        compute_dtype = self.compute_dtype
+        activation = _ops.activation(
+            self.activation or keras.activations.linear, self.compute_dtype
+        )
 
-        def step(projected_t, states):
+        def update(projected_t, r, h_in, states, extra):
             # Computes in the compute dtype; returns h in the dtype of h_tm1.
-            h_tm1 = states[0]
-            h_in = ops.cast(h_tm1, compute_dtype)
-            if recurrent_dropout_mask is not None:
-                h_in = h_in * recurrent_dropout_mask
-            h = activation(projected_t + ops.matmul(h_in, recurrent_kernel))
-            h = ops.cast(h, h_tm1.dtype)
-            return h, [h]
+            return [ops.cast(activation(projected_t + r), states[0].dtype)]
 
-        return step
+        return recurrent_kernel, update, []
 
 
 class SimpleRNN(RecurrentLayer):
@@ -118,8 +114,9 @@ class SimpleRNN(RecurrentLayer):
 
     A drop-in replacement for ``keras.layers.SimpleRNN``: same arguments,
     same defaults, same weights (``kernel``, ``recurrent_kernel``, ``bias``),
-    same outputs. The input projection ``x_t W + b`` is computed for every
-    time step in one matmul before the time loop.
+    same outputs. On TensorFlow and PyTorch the input projection
+    ``x_t W + b`` is computed for every time step in one matmul before the
+    time loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.

@@ -1,8 +1,12 @@
 """The benchmark script keeps working; it is checked for agreement, never timing."""
 
 import json
+import os
 
-from benchmarks import rnn
+import keras
+import pytest
+
+from benchmarks import memory, rnn
 
 
 def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
@@ -43,3 +47,16 @@ def test_bad_size_is_rejected_with_the_value():
         assert "Received: --sizes 32x100" in str(error)
     else:
         raise AssertionError("resolve_size accepted a malformed size")
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/clear_refs"),
+    reason="benchmarks.memory reads the peak resident set size Linux keeps",
+)
+def test_memory_probe_sees_what_a_training_step_holds():
+    """Our LSTM's training step holds its input projection, (time, batch,
+    4 * units) float32 values, from the forward pass to the backward pass:
+    the probe must see at least that much."""
+    batch, steps, features, units = size = (64, 200, 8, 64)
+    peak = memory.measure("lstm", size, "ours", keras.backend.backend())
+    assert peak >= steps * batch * 4 * units * 4 / 2**20

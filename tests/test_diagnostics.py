@@ -16,6 +16,10 @@ from keras_recurrent.diagnostics import gradient_norms, input_gradients, jacobia
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Float64 throughout, so the checks can ask for 1e-6 against central
+# differences; on JAX that needs jax_enable_x64 (tests/conftest.py).
+pytestmark = pytest.mark.float64
+
 
 def linear_rnn(units=3, features=2, seed=0):
     """A float64 SimpleRNN without activation, and its weights ``W, U``."""
@@ -97,19 +101,27 @@ def test_jacobian_norms_take_any_output_shape_per_sequence():
 
 
 def test_gradient_norms_of_a_loss_equal_finite_differences():
-    model = keras.Sequential(
-        [
-            keras.Input((None, 2), dtype="float64"),
-            kr.GRU(4, dtype="float64"),
-            keras.layers.Dense(1, dtype="float64"),
-        ]
-    )
+    # The layer alone, not in a keras.Sequential: a model with the default
+    # float32 policy casts its float64 inputs to float32, too coarse for
+    # finite differences with a step of 1e-6.
+    layer = kr.GRU(4, dtype="float64")
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 7, 2))
-    y = rng.normal(size=(3, 1))
+    y = rng.normal(size=(3,))
+    # A linear read-out of the last state, as elementwise ops: a float64
+    # keras.layers.Dense computes its matmul in float32 on PyTorch (Keras
+    # 3.15), too coarse for finite differences with a step of 1e-6.
+    readout = rng.normal(size=(4,))
+
+    # As float64 tensors: Keras 3.15 would promote a NumPy float64 operand
+    # with a float64 tensor to float32 off TensorFlow.
+    readout, y = (keras.ops.convert_to_tensor(a, "float64") for a in (readout, y))
 
     def loss(inputs):
-        return keras.ops.mean((model(inputs) - y) ** 2)
+        prediction = keras.ops.sum(keras.ops.multiply(layer(inputs), readout), -1)
+        # A sum over the batch, not keras.ops.mean: on PyTorch and JAX, Keras
+        # 3.15 computes the mean of float64 values in float32.
+        return keras.ops.sum(keras.ops.subtract(prediction, y) ** 2)
 
     eps = 1e-6
     grads = np.zeros_like(x)
@@ -131,7 +143,7 @@ def test_input_gradients_of_a_closed_form():
     weights = np.arange(3.0)
 
     def fn(inputs):
-        return keras.ops.sum(inputs**2 * weights)
+        return keras.ops.sum(keras.ops.multiply(inputs**2, weights))
 
     np.testing.assert_allclose(input_gradients(fn, x), 2 * x * weights, rtol=1e-12)
 
@@ -181,8 +193,7 @@ def test_other_backends_give_the_closed_form(backend):
         print("ok")
         """
     ).replace("BACKEND", repr(backend))
-    # Keras 3.15's PyTorch ops.matmul returns float32 for float64 operands.
-    script = script.replace("RTOL", "1e-6" if backend == "torch" else "1e-10")
+    script = script.replace("RTOL", "1e-10")
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}
     result = subprocess.run(
         [sys.executable, "-c", script],

@@ -1,8 +1,7 @@
-"""The TensorFlow loops: compiled (XLA) and lean graph loop both give Keras's numbers.
-
-Most tests elsewhere use small layers, which take the compiled loop; here each
-configuration also runs through the graph loop (by moving the threshold), and
-through ``tf.cond`` when the batch size is only known at run time.
+"""The TensorFlow loop (XLA-compiled, with its own backward pass) gives Keras's
+numbers: outputs, states and gradients, in eager calls, inside ``tf.function``
+with shapes known only at run time, and inside models compiled with
+``jit_compile`` True and False.
 """
 
 import keras
@@ -29,14 +28,6 @@ if keras.backend.backend() == "tensorflow":
 
     from keras_recurrent import _fast_tf
 
-PATHS = {"compiled": 10**9, "graph": 0}
-
-
-@pytest.fixture(params=list(PATHS))
-def path(request, monkeypatch):
-    monkeypatch.setattr(_fast_tf, "COMPILED_MAX_WORK", PATHS[request.param])
-    return request.param
-
 
 def _mask():
     mask = np.ones((3, 6), bool)
@@ -57,7 +48,7 @@ def _mask():
     ],
     ids=["plain", "backwards", "masked", "masked_backwards"],
 )
-def test_outputs_states_and_gradients_match_builtin(path, name, options):
+def test_outputs_states_and_gradients_match_builtin(name, options):
     options = dict(options)
     masked = options.pop("masked", False)
     ours, builtin = layer_pair(
@@ -86,20 +77,43 @@ def test_outputs_states_and_gradients_match_builtin(path, name, options):
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_batch_known_only_at_run_time(name):
-    """In a traced function with an unknown batch, tf.cond picks the loop."""
+def test_shapes_known_only_at_run_time(name):
+    """Traced with unknown batch and length, run at several of each."""
     ours, builtin = layer_pair(name, return_sequences=True)
     spec = tf.TensorSpec((None, None, 5), "float32")
     run_ours = tf.function(lambda x: ours(x), input_signature=[spec])
     run_builtin = tf.function(lambda x: builtin(x), input_signature=[spec])
-    for batch in (1, 2 + _fast_tf.COMPILED_MAX_WORK // ours.units):
-        x = random_inputs(batch=batch)
+    for batch, time in ((1, 6), (40, 3), (2, 11)):
+        x = random_inputs(batch=batch, time=time)
         assert_all_close(run_ours(x), run_builtin(x))
 
 
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_training_step_matches_builtin(name, jit_compile):
+    """``train_on_batch`` with Adam: same loss, same weights afterwards, also
+    when Keras compiles the whole step with XLA around our compiled loop."""
+    ours, builtin = layer_pair(name, return_sequences=True)
+    x = random_inputs()
+    y = np.random.default_rng(3).normal(size=(3, 6, 1)).astype("float32")
+    models = []
+    for layer in (ours, builtin):
+        model = keras.Sequential([layer, keras.layers.Dense(1)])
+        model.build((3, 6, 5))
+        models.append(model)
+    models[0].layers[-1].set_weights(models[1].layers[-1].get_weights())
+    losses = []
+    for model in models:
+        model.compile("adam", "mse", jit_compile=jit_compile)
+        losses.append([float(model.train_on_batch(x, y)) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert_all_close(models[0].get_weights(), models[1].get_weights())
+
+
 @pytest.mark.parametrize("layer_cls", [kr.SimpleRNN, kr.GRU, kr.LSTM])
-def test_recurrent_dropout_matches_portable_loop(path, layer_cls):
-    """Same seed, same masks: the TensorFlow loops equal the portable loop."""
+def test_recurrent_dropout_matches_portable_loop(layer_cls):
+    """Same seed, same masks: the TensorFlow loop equals the portable loop,
+    outputs and gradients (the backward loop applies the recurrent mask)."""
     x = random_inputs()
     layers = [
         layer_cls(4, dropout=0.3, recurrent_dropout=0.3, seed=5, unroll=unroll)
@@ -110,10 +124,27 @@ def test_recurrent_dropout_matches_portable_loop(path, layer_cls):
     layers[1].set_weights(layers[0].get_weights())
     fast, portable = (layer(x, training=True) for layer in layers)
     assert_all_close(fast, portable)
+
+    def loss(layer):
+        return lambda x, *_: keras.ops.sum(layer(x, training=True) ** 2)
+
+    # Each layer's second draw of masks: the same again on both sides.
+    assert_all_close(
+        gradients(loss(layers[0]), [x, *layers[0].trainable_variables]),
+        gradients(loss(layers[1]), [x, *layers[1].trainable_variables]),
+    )
     assert not np.allclose(fast, layers[0](x, training=False))
 
 
-def test_tensorflow_loops_run_in_float32_and_float64_only():
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_layers_run_the_compiled_loop(name):
+    ours, _ = layer_pair(name)
+    assert ours.cell not in _fast_tf._LOOPS
+    ours(random_inputs())
+    assert list(_fast_tf._LOOPS[ours.cell]) == [(False, False)]  # no masks
+
+
+def test_tensorflow_loop_runs_in_float32_and_float64_only():
     assert kr.LSTM(4)._uses_tensorflow_loop()
     assert kr.LSTM(4, dtype="float64")._uses_tensorflow_loop()
     assert not kr.LSTM(4, dtype="mixed_float16")._uses_tensorflow_loop()

@@ -1,17 +1,16 @@
 """Gradient checks: autodiff against central finite differences, in float64.
 
 For every layer (``SimpleRNN``, ``LSTM`` with and without peepholes, ``GRU``
-with ``reset_after`` True and False) and every time loop it can run (on
-TensorFlow: the XLA-compiled loop with its custom gradient and the graph
-loop; everywhere: the unrolled loop), with and without a mask, the gradient
+with ``reset_after`` True and False) and both time loops it can run (its own
+loop: on TensorFlow the XLA-compiled loop with its custom gradient,
+elsewhere ``keras.ops.scan``; and the unrolled loop), with and without a
+mask, the gradient
 of the scalar loss ``sum(P * outputs)`` over the output sequence and the
 final states, with respect to the inputs, the initial states and every
 weight, agrees entry by entry with central finite differences of the layer
 itself (step ``EPS = 1e-6``) to ``rtol=1e-6, atol=1e-8``. Masked-out inputs
 must get a gradient of exactly zero.
 """
-
-import contextlib
 
 import keras
 import numpy as np
@@ -37,51 +36,44 @@ LAYERS = {
 # Holes, leading masked steps, and a row that never steps.
 MASK = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
 
-TENSORFLOW = keras.backend.backend() == "tensorflow"
-# case -> (time loop, layer options, masked)
+# case -> (layer options, masked)
 CASES = {
-    "unrolled": ("unrolled", {"unroll": True}, False),
-    "unrolled_masked": ("unrolled", {"unroll": True}, True),
+    "own": ({}, False),
+    "own_masked_backwards": ({"go_backwards": True}, True),
+    "unrolled": ({"unroll": True}, False),
+    "unrolled_masked": ({"unroll": True}, True),
 }
-if TENSORFLOW:  # the two TensorFlow loops of keras_recurrent._fast_tf
-    for loop in ("compiled", "graph"):
-        CASES[loop] = (loop, {}, False)
-        CASES[f"{loop}_masked_backwards"] = (loop, {"go_backwards": True}, True)
-else:
-    CASES["scan"] = ("scan", {}, False)
-    CASES["scan_masked_backwards"] = ("scan", {"go_backwards": True}, True)
 
 
-@contextlib.contextmanager
-def tensorflow_loop(loop):
-    """Makes ``keras_recurrent._fast_tf`` run ``loop`` for any step size."""
-    if loop not in ("compiled", "graph"):
-        yield
-        return
-    from keras_recurrent import _fast_tf
-
-    saved = _fast_tf.COMPILED_MAX_WORK
-    _fast_tf.COMPILED_MAX_WORK = 10**9 if loop == "compiled" else 0
-    try:
-        yield
-    finally:
-        _fast_tf.COMPILED_MAX_WORK = saved
-
-
-def _evaluator(loss):
-    """``loss`` as a function run many times at one shape: traced once on
-    TensorFlow (variables are read at each run), plain elsewhere."""
-    if TENSORFLOW:
+def _evaluator(loss, variables):
+    """``loss`` as a function run many times at one shape, compiled once
+    where the backend compiles: on TensorFlow a ``tf.function`` (which reads
+    the variables at each run); on JAX a ``jax.jit`` that takes the
+    variables' current values as arguments. Eager on JAX, every call of a
+    layer traces and compiles its ``lax.scan`` anew (the step is a new
+    closure each call): hundreds of compilations per test. Plain on PyTorch.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         return tf.function(loss)
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def run(args, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss(*args)
+
+        return lambda *args: run(args, [v.value for v in variables])
     return loss
 
 
 def numeric_gradients(loss, arrays, variables, eps=EPS):
     """Central differences of ``loss(*arrays)`` with respect to each of
     ``arrays`` and each variable, one entry at a time."""
-    evaluate = _evaluator(loss)
+    evaluate = _evaluator(loss, variables)
 
     def value(args):
         args = [keras.ops.convert_to_tensor(a) for a in args]
@@ -123,7 +115,7 @@ def numeric_gradients(loss, arrays, variables, eps=EPS):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_gradients_match_finite_differences(name, case):
-    loop, options, masked = CASES[case]
+    options, masked = CASES[case]
     cls, fixed = LAYERS[name]
     layer = cls(
         H, dtype="float64", return_sequences=True, return_state=True, **fixed, **options
@@ -144,13 +136,17 @@ def test_gradients_match_finite_differences(name, case):
     def loss(inputs, *rest):  # rest: the initial states (then the variables)
         initial_state = list(rest[:num_states])
         outputs = layer(inputs, initial_state=initial_state, mask=mask)
-        return sum(keras.ops.sum(o * p) for o, p in zip(outputs, projections))
+        # keras.ops.multiply: on PyTorch, `tensor * ndarray` hands the
+        # tensor to NumPy, which refuses one that requires grad.
+        return sum(
+            keras.ops.sum(keras.ops.multiply(o, p))
+            for o, p in zip(outputs, projections)
+        )
 
     variables = layer.trainable_weights
     assert len(variables) == (6 if name == "lstm_peepholes" else 3)
-    with tensorflow_loop(loop):
-        autodiff = gradients(loss, [x, *states, *variables])
-        numeric = numeric_gradients(loss, [x, *states], variables)
+    autodiff = gradients(loss, [x, *states, *variables])
+    numeric = numeric_gradients(loss, [x, *states], variables)
     names = ["inputs", *[f"initial_state[{i}]" for i in range(num_states)]]
     names += [v.name for v in variables]
     for what, a, n in zip(names, autodiff, numeric):

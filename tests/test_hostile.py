@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import gradients
+from helpers import builtin_reference, gradients
 
 import keras_recurrent as kr
 
@@ -48,6 +48,7 @@ LAYERS = {
 }
 NAMES = list(LAYERS)
 B, T, F, H = 3, 5, 4, 3
+BACKEND = keras.backend.backend()
 
 
 # -- hostile saved files --------------------------------------------------------
@@ -109,12 +110,15 @@ def test_wrong_weight_shape(tmp_path):
         del vars_["1"]  # recurrent_kernel, (4, 16)
         vars_["1"] = np.zeros((4, 12), "float32")
 
+    # Keras prints the value's shape as the backend gives it: a tuple, or
+    # torch.Size([4, 12]) on PyTorch.
+    value_shape = "torch.Size([4, 12])" if BACKEND == "torch" else "(4, 12)"
     assert_load_fails(
         altered_copy(tmp_path, weights=reshape),
         ValueError,
         "recurrent_kernel",
         "variable.shape=(4, 16)",
-        "value.shape=(4, 12)",
+        f"value.shape={value_shape}",
     )
 
 
@@ -328,12 +332,16 @@ def test_input_dtypes_are_cast(name, dtype):
 @pytest.mark.parametrize("name", ["simple_rnn", "lstm", "gru", "gru_reset_before"])
 def test_float16_layers_match_builtin(name, policy):
     ours_cls, builtin_cls, fixed = LAYERS[name]
-    ours = ours_cls(H, dtype=policy, return_sequences=True, **fixed)
+    options = {"dtype": policy, "return_sequences": True}
+    if policy == "float16" and BACKEND != "tensorflow":
+        # The default recurrent initializer, Orthogonal, takes a QR
+        # decomposition in the variable dtype, and JAX and PyTorch have no
+        # float16 QR on CPU: ours and the built-ins fail to build alike
+        # (Keras 3.15). The weights are the built-in's, copied, either way.
+        options["recurrent_initializer"] = "glorot_uniform"
+    ours = ours_cls(H, **options, **fixed)
     builtin = builtin_cls(
-        H,
-        dtype=policy,
-        return_sequences=True,
-        **{k: v for k, v in fixed.items() if k != "use_peepholes"},
+        H, **options, **{k: v for k, v in fixed.items() if k != "use_peepholes"}
     )
     ours.build((None, T, F))
     builtin.build((None, T, F))
@@ -366,7 +374,10 @@ def test_empty_batch(name, case):
     if builtin is not None and name != "lstm":
         # keras.layers.LSTM fails on an empty batch ("Biases must be 1D"
         # from TensorFlow's BiasAdd); SimpleRNN and GRU give these outputs.
-        assert_same(out, numpy(builtin(x, mask=mask)))
+        # builtin_reference: on PyTorch the built-in's unrolled backwards
+        # masked loop raises, so its rolled loop is the reference there.
+        reference_layer = builtin_reference(builtin, masked=mask is not None)
+        assert_same(out, numpy(reference_layer(x, mask=mask)))
 
     def loss(inputs, *_):
         return sum(keras.ops.sum(o) for o in ours(inputs, mask=mask))

@@ -260,16 +260,6 @@ def test_peephole_vectors_are_independent_draws(initializer):
 EPS = 1e-6
 GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-9
 
-# Keras 3.15 computes keras.ops.tanh (JAX) and keras.ops.matmul (PyTorch) in
-# float32 even for float64 inputs, so a float64 forward pass there cannot
-# resolve 1e-6 steps. test_backends.py checks the same gradients on every
-# backend, in float32, against finite differences of the NumPy reference.
-float64_forward = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="Keras computes some float64 ops in float32 off TensorFlow; "
-    "tests/test_backends.py checks these gradients on this backend",
-)
-
 
 def _float64_lstm():
     weights = random_weights(dtype="float64")
@@ -291,12 +281,14 @@ def _assert_gradients_close(autodiff, numeric):
     np.testing.assert_allclose(autodiff, numeric, rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
 
-@float64_forward
+@pytest.mark.float64  # on JAX: with jax_enable_x64 (conftest.py)
 def test_input_gradient_matches_finite_differences():
     layer, projection = _float64_lstm()
     x = helpers.random_inputs(dtype="float64")
     (autodiff,) = helpers.gradients(
-        lambda xs: keras.ops.sum(layer(xs) * projection), [x]
+        # keras.ops.multiply: on PyTorch, `*` would hand the output to NumPy.
+        lambda xs: keras.ops.sum(keras.ops.multiply(layer(xs), projection)),
+        [x],
     )
     # Rows are independent, so every perturbed copy of a row goes into one
     # batch: row b of x perturbed at (t, f) by +eps, then by -eps.
@@ -314,7 +306,7 @@ def test_input_gradient_matches_finite_differences():
     _assert_gradients_close(autodiff, numeric.reshape(B, T, F))
 
 
-@float64_forward
+@pytest.mark.float64
 @pytest.mark.parametrize("name", PEEPHOLES)
 def test_peephole_gradient_matches_finite_differences(name):
     layer, projection = _float64_lstm()
@@ -323,7 +315,8 @@ def test_peephole_gradient_matches_finite_differences(name):
     variable = getattr(layer.cell, name)
 
     def loss():
-        return keras.ops.sum(layer(x, initial_state=states) * projection)
+        outputs = layer(x, initial_state=states)
+        return keras.ops.sum(keras.ops.multiply(outputs, projection))
 
     (autodiff,) = helpers.gradients(lambda _: loss(), [variable])
     original = variable.numpy().copy()

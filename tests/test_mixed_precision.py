@@ -252,13 +252,6 @@ def test_float64_layers_and_cells_compute_in_float64(name):
 
 
 @pytest.mark.float64
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="Keras 3.15 computes some float64 ops in float32 off TensorFlow "
-    "(its type promotion maps 64-bit to 32-bit: keras.ops.tanh on JAX, "
-    "keras.ops.matmul on PyTorch), so float64 results there agree with a "
-    "float64 reference only to float32 precision, checked above",
-)
 def test_float64_peephole_lstm_matches_the_float64_reference():
     layer = _layer("lstm", "float64")
     rng = np.random.default_rng(5)

@@ -1,0 +1,89 @@
+"""Peak memory of one training step of one model, in a process of its own.
+
+    python -m benchmarks.memory lstm 32/100/32/128 ours
+
+Builds the model of ``benchmarks.rnn`` for that layer, size and side
+(``ours`` or ``builtin``), runs two training steps untimed, then measures how
+far each of three more steps raises the process's resident memory above
+where the step started, and prints the median in MiB as JSON. Linux only:
+the kernel resets the peak (``VmHWM``) when 5 is written to
+``/proc/self/clear_refs``.
+
+Resident memory shows what a step holds only if freed memory goes back to
+the system, so :func:`measure` starts this module with glibc handing back
+every block of a page or more (``MALLOC_MMAP_THRESHOLD_``) and TensorFlow's
+oneDNN build using the system allocator instead of its own pool
+(``TF_ONEDNN_USE_SYSTEM_ALLOCATOR``). The timings of ``benchmarks.rnn`` run
+without these settings, in their own process.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": "4096",
+    "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def measure(layer, size, side, backend):
+    """Peak MiB of a training step, from a new process; None off Linux."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.memory",
+            layer,
+            "/".join(map(str, size)),
+            side,
+        ],
+        env={**os.environ, **ENVIRONMENT, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def main(argv):
+    layer, size, side = argv
+    import keras
+    import numpy as np
+
+    import keras_recurrent as kr
+    from benchmarks.rnn import build_model, resolve_size
+
+    size = resolve_size(size)
+    batch, steps, features, _ = size
+    model = build_model(keras, kr, layer, size, "auto", side)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, steps, features)).astype("float32")
+    y = rng.normal(size=(batch, 1)).astype("float32")
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    rises = []
+    for _ in range(3):
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        start = _status_kib("VmRSS")
+        model.train_on_batch(x, y)
+        rises.append((_status_kib("VmHWM") - start) / 1024)
+    print(json.dumps({"peak_mib": statistics.median(rises)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -18,6 +18,15 @@ CELL_PAIRS = {
     "gru": (kr.GRUCell, keras.layers.GRUCell, {"reset_after": True}),
     "gru_reset_before": (kr.GRUCell, keras.layers.GRUCell, {"reset_after": False}),
 }
+# Every layer configuration, peepholes included:
+# name -> (ours, built-in or None, constructor arguments)
+ALL_LAYERS = {
+    "simple_rnn": (kr.SimpleRNN, keras.layers.SimpleRNN, {}),
+    "lstm": (kr.LSTM, keras.layers.LSTM, {"use_peepholes": False}),
+    "lstm_peepholes": (kr.LSTM, None, {"use_peepholes": True}),
+    "gru": (kr.GRU, keras.layers.GRU, {"reset_after": True}),
+    "gru_reset_before": (kr.GRU, keras.layers.GRU, {"reset_after": False}),
+}
 NUM_STATES = {"simple_rnn": 1, "lstm": 2, "gru": 1, "gru_reset_before": 1}
 
 ATOL = 1e-5

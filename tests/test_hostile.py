@@ -33,19 +33,13 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import builtin_reference, gradients
+from helpers import ALL_LAYERS, builtin_reference, gradients
 
 import keras_recurrent as kr
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-LAYERS = {
-    "simple_rnn": (kr.SimpleRNN, keras.layers.SimpleRNN, {}),
-    "lstm": (kr.LSTM, keras.layers.LSTM, {"use_peepholes": False}),
-    "lstm_peepholes": (kr.LSTM, None, {"use_peepholes": True}),
-    "gru": (kr.GRU, keras.layers.GRU, {"reset_after": True}),
-    "gru_reset_before": (kr.GRU, keras.layers.GRU, {"reset_after": False}),
-}
+LAYERS = ALL_LAYERS
 NAMES = list(LAYERS)
 B, T, F, H = 3, 5, 4, 3
 BACKEND = keras.backend.backend()

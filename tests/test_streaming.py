@@ -29,21 +29,12 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import gradients
+from helpers import ALL_LAYERS, gradients
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import keras_recurrent as kr
-
-# name -> (ours, built-in or None, constructor arguments)
-LAYERS = {
-    "simple_rnn": (kr.SimpleRNN, keras.layers.SimpleRNN, {}),
-    "lstm": (kr.LSTM, keras.layers.LSTM, {"use_peepholes": False}),
-    "lstm_peepholes": (kr.LSTM, None, {"use_peepholes": True}),
-    "gru": (kr.GRU, keras.layers.GRU, {"reset_after": True}),
-    "gru_reset_before": (kr.GRU, keras.layers.GRU, {"reset_after": False}),
-}
+LAYERS = ALL_LAYERS
 NAMES = list(LAYERS)
 
 

@@ -180,7 +180,13 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         for side, call in enumerate(calls):
             times[side].append(time_call(call))
     builtin_s, ours_s = (statistics.median(t) for t in times)
-    path = "xla" if ours.layers[0]._uses_tensorflow_loop() else "keras.ops.scan"
+    layer_ours = ours.layers[0]
+    if layer_ours._uses_tensorflow_loop():
+        path = "xla"
+    elif layer_ours._uses_torch_recurrence():
+        path = "torch fused"
+    else:
+        path = "keras.ops.scan"
     gates = LAYERS[layer][2]
     flops = 2 * batch * steps * (features + units) * gates * units
     flops *= 3 if work == "train" else 1

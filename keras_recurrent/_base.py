@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_recurrent import _checks
+from keras_recurrent import _checks, _ops
 from keras_recurrent._loop import recurrence
 
 
@@ -38,6 +38,10 @@ def _dims_differ(a, b):
 
 class StepCell:
     """Mixin that gives a cell its ``call``: one step of its layer's loop."""
+
+    #: True when ``update`` reads ``projected_t`` and ``r`` only through their
+    #: sum, so that both have the same gradient (``_fast_tf`` keeps one).
+    update_sums_inputs = False
 
     def call(self, inputs, states, training=False):
         shape = _shape_of(inputs)
@@ -77,7 +81,7 @@ class StepCell:
 
 def recurrent_input(h_tm1, recurrent_dropout_mask, compute_dtype):
     """``h_{t-1}`` as the recurrent matmul reads it."""
-    h_in = ops.cast(h_tm1, compute_dtype)
+    h_in = _ops.cast(h_tm1, compute_dtype)
     if recurrent_dropout_mask is not None:
         h_in = h_in * recurrent_dropout_mask
     return h_in
@@ -254,6 +258,12 @@ class RecurrentLayer(keras.layers.RNN):
         rec_mask = None
         if training and cell.recurrent_dropout > 0:
             rec_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+        if mask is None and rec_mask is None and self._uses_torch_recurrence():
+            from keras_recurrent import _fast_torch
+
+            return _fast_torch.recurrence(
+                cell, sequences, initial_state, go_backwards=self.go_backwards
+            )
         xs = ops.transpose(sequences, (1, 0, 2))  # time-major
         if self._uses_tensorflow_loop():
             from keras_recurrent import _fast_tf
@@ -299,6 +309,15 @@ class RecurrentLayer(keras.layers.RNN):
             and not self.unroll
             and self.cell.compute_dtype in ("float32", "float64")
         )
+
+    def _uses_torch_recurrence(self):
+        """Whether ``_fast_torch`` runs the sequence when there is no mask
+        and no recurrent dropout (see that module)."""
+        if keras.config.backend() != "torch" or self.unroll:
+            return False
+        from keras_recurrent import _fast_torch
+
+        return _fast_torch.serves(self.cell)
 
     @property
     def variables(self):

@@ -6,14 +6,21 @@ step, forward and backward; for small batches that overhead is most of the
 run time. Here the loop has a custom gradient, and the forward loop and the
 backward loop each run as one XLA computation:
 
-- the forward loop keeps what the backward loop needs: every step's states
-  and its recurrent matmul ``r_t = h_in_t @ kernel``;
-- the backward loop runs from the last step to the first. At each step it
-  differentiates the cell's ``update`` (the step without its matmul, see
-  ``_base``), which is elementwise apart from GRU's candidate matmul when
-  ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
+- the forward loop keeps only every step's states, which the outputs need
+  anyway;
+- the backward pass first recomputes every step's recurrent matmul
+  ``r_t = h_in_t @ kernel`` as one matmul over all time steps (a large matmul
+  runs near the machine's peak; storing ``r_t`` from inside the forward loop
+  cost more than that), then runs a loop from the last step to the first. At
+  each step it differentiates the cell's ``update`` (the step without its
+  matmul, see ``_base``), which is elementwise apart from GRU's candidate
+  matmul when ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to
+  ``h_{t-1}``;
 - the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, is then one
-  matmul over all time steps instead of one small matmul per step.
+  matmul over all time steps instead of one small matmul per step. For a
+  cell whose ``update`` reads ``projected_t + r`` only (``update_sums_inputs``:
+  LSTM and SimpleRNN), ``dr_t`` is the input gradient itself and is not
+  stored twice.
 
 TensorFlow could not differentiate a compiled loop by itself anyway: the
 loop's tensor lists cannot cross the XLA boundary. Only this module imports
@@ -80,7 +87,7 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
         weights = list(states_and_weights[num_states:])
         # Inputs cut from any tape: otherwise TensorFlow would also build its
         # own gradient of the loop.
-        final, stacked, rs = forward(
+        final, stacked = forward(
             *tf.nest.map_structure(
                 tf.stop_gradient, (xs, masks, rec_mask, states, weights)
             )
@@ -92,7 +99,7 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
             ]
             d_hs = tf.zeros_like(stacked[0]) if d_hs is None else d_hs
             d_xs, d_states, d_weights = backward(
-                xs, masks, rec_mask, states, weights, stacked, rs, d_hs, d_final
+                xs, masks, rec_mask, states, weights, stacked, d_hs, d_final
             )
             return [d_xs, *d_states, *d_weights]
 
@@ -117,7 +124,7 @@ def _functions(cell, has_mask, has_rec_mask):
     cell_ref = weakref.ref(cell)
 
     def forward(xs, masks, rec_mask, states, weights):
-        """Final states, every step's states, every step's ``r_t``."""
+        """Final states and every step's states."""
         cell = cell_ref()
         kernel, update, extra = cell.step_parts(weights)
         rec_mask = rec_mask if has_rec_mask else None
@@ -125,25 +132,23 @@ def _functions(cell, has_mask, has_rec_mask):
         xs_t = _per_step(xs)
         masks_t = _per_step(masks) if has_mask else None
         states_t = [tf.TensorArray(s.dtype, size=steps) for s in states]
-        rs_t = tf.TensorArray(xs.dtype, size=steps)
 
-        def body(t, states, states_t, rs_t):
+        def body(t, states, states_t):
             h_in = recurrent_input(states[0], rec_mask, cell.compute_dtype)
-            r = tf.matmul(h_in, kernel)
-            new = update(xs_t.read(t), r, h_in, states, extra)
+            new = update(xs_t.read(t), tf.matmul(h_in, kernel), h_in, states, extra)
             new = keep_masked(masks_t.read(t) if has_mask else None, new, states)
             states_t = [ta.write(t, s) for ta, s in zip(states_t, new)]
-            return t + 1, new, states_t, rs_t.write(t, r)
+            return t + 1, new, states_t
 
-        _, final, states_t, rs_t = tf.while_loop(
+        _, final, states_t = tf.while_loop(
             lambda t, *_: t < steps,
             body,
-            (0, states, states_t, rs_t),
+            (0, states, states_t),
             maximum_iterations=steps,  # XLA sizes the tensor lists with it
         )
-        return final, [ta.stack() for ta in states_t], rs_t.stack()
+        return final, [ta.stack() for ta in states_t]
 
-    def backward(xs, masks, rec_mask, states, weights, stacked, rs, d_hs, d_final):
+    def backward(xs, masks, rec_mask, states, weights, stacked, d_hs, d_final):
         """Gradients with respect to ``xs``, the initial states and weights."""
         cell = cell_ref()
         with tf.GradientTape() as tape:
@@ -156,13 +161,19 @@ def _functions(cell, has_mask, has_rec_mask):
         previous = [
             tf.concat([s[None], all_s[:-1]], 0) for s, all_s in zip(states, stacked)
         ]
+        # Every step's h_in, and r_t = h_in_t @ kernel in one matmul.
+        h_ins = recurrent_input(previous[0], rec_mask, cell.compute_dtype)
+        rs = tf.tensordot(h_ins, kernel, axes=1)
         xs_t, rs_t, d_hs_t = _per_step(xs), _per_step(rs), _per_step(d_hs)
         previous_t = [_per_step(p) for p in previous]
         masks_t = _per_step(masks) if has_mask else None
-        d_xs_t = tf.TensorArray(xs.dtype, size=steps)
-        d_rs_t = tf.TensorArray(rs.dtype, size=steps)
+        # For update_sums_inputs cells dr_t == dx_t: one list holds both.
+        sums = cell.update_sums_inputs
+        d_inputs_t = [
+            tf.TensorArray(xs.dtype, size=steps) for _ in range(1 if sums else 2)
+        ]
 
-        def body(k, d_states, d_extra, d_xs_t, d_rs_t):
+        def body(k, d_states, d_extra, d_inputs_t):
             t = steps - 1 - k
             d_new = [d_states[0] + d_hs_t.read(t), *d_states[1:]]
             x, r = xs_t.read(t), rs_t.read(t)
@@ -172,40 +183,36 @@ def _functions(cell, has_mask, has_rec_mask):
                 h_in = recurrent_input(old[0], rec_mask, cell.compute_dtype)
                 new = update(x, r, h_in, old, extra)
                 new = keep_masked(masks_t.read(t) if has_mask else None, new, old)
-            d_x, d_r, d_old, d_step_extra = step_tape.gradient(
+            d_inputs, d_old, d_step_extra = step_tape.gradient(
                 new,
-                [x, r, old, extra],
+                [[x] if sums else [x, r], old, extra],
                 output_gradients=d_new,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-            d_h_in = tf.matmul(d_r, kernel, transpose_b=True)
+            d_h_in = tf.matmul(d_inputs[-1], kernel, transpose_b=True)
             if rec_mask is not None:
                 d_h_in = d_h_in * rec_mask
             d_old[0] = d_old[0] + tf.cast(d_h_in, d_old[0].dtype)
             d_extra = [a + b for a, b in zip(d_extra, d_step_extra)]
-            return k + 1, d_old, d_extra, d_xs_t.write(t, d_x), d_rs_t.write(t, d_r)
+            d_inputs_t = [ta.write(t, d) for ta, d in zip(d_inputs_t, d_inputs)]
+            return k + 1, d_old, d_extra, d_inputs_t
 
-        _, d_states, d_extra, d_xs_t, d_rs_t = tf.while_loop(
+        _, d_states, d_extra, d_inputs_t = tf.while_loop(
             lambda k, *_: k < steps,
             body,
-            (0, d_final, [tf.zeros_like(e) for e in extra], d_xs_t, d_rs_t),
+            (0, d_final, [tf.zeros_like(e) for e in extra], d_inputs_t),
             maximum_iterations=steps,
         )
+        d_xs, d_rs = d_inputs_t[0].stack(), d_inputs_t[-1].stack()
         # sum_t h_in_t^T dr_t, one matmul over (time * batch) rows.
-        h_in = recurrent_input(previous[0], rec_mask, cell.compute_dtype)
-        d_rs = d_rs_t.stack()
-        d_kernel = tf.matmul(
-            tf.reshape(h_in, (-1, h_in.shape[-1])),
-            tf.reshape(d_rs, (-1, d_rs.shape[-1])),
-            transpose_a=True,
-        )
+        d_kernel = tf.tensordot(h_ins, d_rs, axes=[[0, 1], [0, 1]])
         d_weights = tape.gradient(
             [kernel, *extra],
             weights,
             output_gradients=[d_kernel, *d_extra],
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
-        return d_xs_t.stack(), d_states, d_weights
+        return d_xs, d_states, d_weights
 
     per_cell[key] = (
         tf.function(forward, jit_compile=True),

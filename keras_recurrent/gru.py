@@ -132,21 +132,20 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             # Gates in the compute dtype; the update of h, which accumulates
             # over time, in the dtype of h_tm1 (see RecurrentLayer). One
             # activation over both gates z and r: the same numbers as one
-            # per gate, in fewer and larger ops.
+            # per gate, in fewer and larger ops; the gates pass through
+            # _ops.fence, as the candidate's activation reads them.
             h_tm1 = states[0]
-            x_zr = projected_t[..., : 2 * units]
-            x_h = projected_t[..., 2 * units :]
+            x_zr, x_h = _ops.split(projected_t, [2 * units, units])
             if self.reset_after:
                 inner = r + extra[0] if extra else r
-                zr = gate(x_zr + inner[..., : 2 * units])
-                z, r_t = zr[..., :units], zr[..., units:]
-                candidate = activation(x_h + r_t * inner[..., 2 * units :])
+                inner_zr, inner_h = _ops.split(inner, [2 * units, units])
+                z, r_t = _ops.split(_ops.fence(gate(x_zr + inner_zr)), [units] * 2)
+                candidate = activation(x_h + r_t * inner_h)
             else:
-                zr = gate(x_zr + r)
-                z, r_t = zr[..., :units], zr[..., units:]
+                z, r_t = _ops.split(_ops.fence(gate(x_zr + r)), [units] * 2)
                 candidate = activation(x_h + (r_t * h_in) @ extra[0])
-            z = ops.cast(z, h_tm1.dtype)
-            h = z * h_tm1 + (1 - z) * ops.cast(candidate, h_tm1.dtype)
+            z = _ops.cast(z, h_tm1.dtype)
+            h = z * h_tm1 + (1 - z) * _ops.cast(candidate, h_tm1.dtype)
             return [h]
 
         return kernel, update, extra

@@ -69,6 +69,8 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         training: Whether dropout is active.
     """
 
+    update_sums_inputs = True
+
     def __init__(
         self,
         units,
@@ -183,25 +185,25 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             # Gates in the compute dtype; the cell state, which accumulates
             # over time, in the dtype of c_tm1 (see RecurrentLayer). Each
             # activation runs once over adjacent gates, not once per gate:
-            # the same numbers, in fewer and larger ops.
+            # the same numbers, in fewer and larger ops; gates that another
+            # activation reads pass through _ops.fence (see there).
             h_tm1, c_tm1 = states
             z = projected_t + r
-            g = activation(z[..., 2 * units : 3 * units])
+            z_if, z_g, z_o = _ops.split(z, [2 * units, units, units])
+            g = activation(z_g)
             if extra:
                 p_if, p_o = extra
-                c_in = ops.cast(c_tm1, compute_dtype)
-                z_if = z[..., : 2 * units] + p_if * ops.concatenate([c_in, c_in], -1)
-                s = gate(z_if)
-                i, f = s[..., :units], s[..., units:]
+                c_in = _ops.cast(c_tm1, compute_dtype)
+                z_if = z_if + p_if * ops.concatenate([c_in, c_in], -1)
+                i, f = _ops.split(_ops.fence(gate(z_if)), [units, units])
             else:
-                s = gate(z)
-                i, f = s[..., :units], s[..., units : 2 * units]
-                o = s[..., 3 * units :]
-            c = ops.cast(f, c_tm1.dtype) * c_tm1 + ops.cast(i * g, c_tm1.dtype)
-            c_out = ops.cast(c, compute_dtype)
+                # read by c and h: XLA keeps it apart without a fence
+                i, f, _, o = _ops.split(gate(z), [units] * 4)
+            c = _ops.cast(f, c_tm1.dtype) * c_tm1 + _ops.cast(i * g, c_tm1.dtype)
+            c_out = _ops.cast(c, compute_dtype)
             if extra:
-                o = gate(z[..., 3 * units :] + p_o * c_out)
-            h = ops.cast(o * activation(c_out), h_tm1.dtype)
+                o = _ops.fence(gate(z_o + p_o * c_out))
+            h = _ops.cast(o * activation(c_out), h_tm1.dtype)
             return [h, c]
 
         return recurrent_kernel, update, extra

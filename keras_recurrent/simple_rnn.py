@@ -48,6 +48,8 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     (2, 4)
     """
 
+    update_sums_inputs = True
+
     def __init__(
         self,
         units,
@@ -104,7 +106,7 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
 
         def update(projected_t, r, h_in, states, extra):
             # Computes in the compute dtype; returns h in the dtype of h_tm1.
-            return [ops.cast(activation(projected_t + r), states[0].dtype)]
+            return [_ops.cast(activation(projected_t + r), states[0].dtype)]
 
         return recurrent_kernel, update, []
 

@@ -1,0 +1,173 @@
+"""PyTorch's fused recurrence (``_fast_torch``) gives Keras's numbers where it
+runs, outputs, states and gradients, and everything it cannot compute falls
+back to the portable loop.
+"""
+
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+from helpers import (
+    assert_all_close,
+    gradients,
+    layer_pair,
+    random_inputs,
+    random_states,
+)
+
+import keras_recurrent as kr
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="PyTorch-only path; other backends never import it",
+)
+
+if keras.backend.backend() == "torch":
+    from keras_recurrent import _fast_torch
+
+SERVED = ["simple_rnn", "lstm", "gru"]
+
+
+def _loss(layer, num_states, **kwargs):
+    def fn(x, *rest):
+        outputs = layer(x, initial_state=list(rest[:num_states]), **kwargs)
+        return sum(keras.ops.sum(o**2) for o in outputs)
+
+    return fn
+
+
+@pytest.mark.parametrize("name", SERVED)
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
+def test_outputs_states_and_gradients_match_builtin(name, go_backwards):
+    ours, builtin = layer_pair(
+        name, return_sequences=True, return_state=True, go_backwards=go_backwards
+    )
+    assert ours._uses_torch_recurrence()
+    x, states = random_inputs(), random_states(name)
+    with mock.patch.object(
+        _fast_torch, "recurrence", wraps=_fast_torch.recurrence
+    ) as fused:
+        assert_all_close(
+            ours(x, initial_state=states), builtin(x, initial_state=states)
+        )
+        assert_all_close(
+            gradients(
+                _loss(ours, len(states)), [x, *states, *ours.trainable_variables]
+            ),
+            gradients(
+                _loss(builtin, len(states)),
+                [x, *states, *builtin.trainable_variables],
+            ),
+        )
+    assert fused.call_count == 2
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_float64_matches_the_portable_loop(name):
+    """In float64 the fused path equals the portable float64 loop (which the
+    finite-difference tests check); Keras's own PyTorch layers compute their
+    matmuls in float32 there, so they are no reference."""
+    fused, portable = (
+        layer_pair(name, return_sequences=True, dtype="float64", unroll=unroll)[0]
+        for unroll in (False, True)
+    )
+    portable.set_weights(fused.get_weights())
+    x = random_inputs(dtype="float64")
+    with mock.patch.object(
+        _fast_torch, "recurrence", wraps=_fast_torch.recurrence
+    ) as spy:
+        out = fused(x)
+    assert spy.called
+    assert keras.backend.standardize_dtype(out.dtype) == "float64"
+    assert_all_close(out, portable(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_stateful_batches_match_builtin(name):
+    ours, builtin = layer_pair(name, batch=3, return_sequences=True, stateful=True)
+    for seed in (0, 1):
+        x = random_inputs(seed=seed)
+        assert_all_close(ours(x), builtin(x))
+        assert_all_close(ours.states, builtin.states)
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_training_step_matches_builtin(name):
+    """``train_on_batch`` with Adam: same losses, same weights afterwards."""
+    ours, builtin = layer_pair(name, return_sequences=True)
+    x = random_inputs()
+    y = np.random.default_rng(3).normal(size=(3, 6, 1)).astype("float32")
+    models = [
+        keras.Sequential([layer, keras.layers.Dense(1)]) for layer in (ours, builtin)
+    ]
+    for model in models:
+        model.build((3, 6, 5))
+    models[0].layers[-1].set_weights(models[1].layers[-1].get_weights())
+    losses = []
+    for model in models:
+        model.compile("adam", "mse")
+        losses.append([float(model.train_on_batch(x, y)) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert_all_close(models[0].get_weights(), models[1].get_weights())
+
+
+def test_input_dropout_is_applied_before_the_fused_call():
+    """Same seed, same input mask: the fused path equals the portable loop."""
+    x = random_inputs()
+    layers = [
+        kr.LSTM(4, use_peepholes=False, dropout=0.4, seed=3, unroll=unroll)
+        for unroll in (False, True)
+    ]
+    for layer in layers:
+        layer.build(x.shape)
+    layers[1].set_weights(layers[0].get_weights())
+    assert layers[0]._uses_torch_recurrence()
+    assert not layers[1]._uses_torch_recurrence()
+    fused, portable = (layer(x, training=True) for layer in layers)
+    assert_all_close(fused, portable)
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(fused), keras.ops.convert_to_numpy(layers[0](x))
+    )
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: kr.LSTM(4),  # peepholes
+        lambda: kr.GRU(4, reset_after=False),
+        lambda: kr.GRU(4, activation="relu"),
+        lambda: kr.LSTM(4, use_peepholes=False, recurrent_activation="hard_sigmoid"),
+        lambda: kr.SimpleRNN(4, activation="sigmoid"),
+        lambda: kr.SimpleRNN(4, dtype="mixed_float16"),
+        lambda: kr.GRU(4, unroll=True),
+    ],
+    ids=[
+        "peepholes",
+        "reset_before",
+        "gru_relu",
+        "hard_sigmoid",
+        "rnn_sigmoid",
+        "mixed_float16",
+        "unroll",
+    ],
+)
+def test_configurations_pytorch_cannot_compute_are_not_served(layer):
+    layer = layer()
+    layer.build((2, 3, 5))
+    assert not layer._uses_torch_recurrence()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"mask": np.array([[True, True, False]] * 2)},
+        {"training": True},  # with recurrent dropout
+    ],
+    ids=["mask", "recurrent_dropout"],
+)
+def test_masks_and_recurrent_dropout_run_the_portable_loop(call):
+    layer = kr.GRU(4, recurrent_dropout=0.5, seed=1)
+    with mock.patch.object(_fast_torch, "recurrence") as fused:
+        layer(random_inputs(batch=2, time=3), **call)
+    fused.assert_not_called()

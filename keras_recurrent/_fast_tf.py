@@ -8,14 +8,13 @@ backward loop each run as one XLA computation:
 
 - the forward loop keeps only every step's states, which the outputs need
   anyway;
-- the backward pass first recomputes every step's recurrent matmul
-  ``r_t = h_in_t @ kernel`` as one matmul over all time steps (a large matmul
-  runs near the machine's peak; storing ``r_t`` from inside the forward loop
-  cost more than that), then runs a loop from the last step to the first. At
-  each step it differentiates the cell's ``update`` (the step without its
-  matmul, see ``_base``), which is elementwise apart from GRU's candidate
-  matmul when ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to
-  ``h_{t-1}``;
+- the backward loop runs from the last step to the first. At each step it
+  recomputes the step's recurrent matmul ``r_t = h_in_t @ kernel`` (which
+  costs about what storing it from the forward loop did, and saves a
+  ``(time, batch, gates * units)`` tensor), differentiates the cell's
+  ``update`` (the step without its matmul, see ``_base``), which is
+  elementwise apart from GRU's candidate matmul when ``reset_after=False``,
+  and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
 - the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, is then one
   matmul over all time steps instead of one small matmul per step. For a
   cell whose ``update`` reads ``projected_t + r`` only (``update_sums_inputs``:
@@ -109,11 +108,6 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
     return hs, final
 
 
-def _per_step(x):
-    """``x`` as a tensor list, read one time step at a time."""
-    return tf.TensorArray(x.dtype, size=tf.shape(x)[0]).unstack(x)
-
-
 def _functions(cell, has_mask, has_rec_mask):
     """The compiled forward and backward loops for ``cell``, cached per cell."""
     key = (has_mask, has_rec_mask)
@@ -129,14 +123,12 @@ def _functions(cell, has_mask, has_rec_mask):
         kernel, update, extra = cell.step_parts(weights)
         rec_mask = rec_mask if has_rec_mask else None
         steps = tf.shape(xs)[0]
-        xs_t = _per_step(xs)
-        masks_t = _per_step(masks) if has_mask else None
         states_t = [tf.TensorArray(s.dtype, size=steps) for s in states]
 
         def body(t, states, states_t):
             h_in = recurrent_input(states[0], rec_mask, cell.compute_dtype)
-            new = update(xs_t.read(t), tf.matmul(h_in, kernel), h_in, states, extra)
-            new = keep_masked(masks_t.read(t) if has_mask else None, new, states)
+            new = update(xs[t], tf.matmul(h_in, kernel), h_in, states, extra)
+            new = keep_masked(masks[t] if has_mask else None, new, states)
             states_t = [ta.write(t, s) for ta, s in zip(states_t, new)]
             return t + 1, new, states_t
 
@@ -156,17 +148,14 @@ def _functions(cell, has_mask, has_rec_mask):
             kernel, update, extra = cell.step_parts(weights)
         rec_mask = rec_mask if has_rec_mask else None
         steps = tf.shape(xs)[0]
-        # The states each step started from: the initial ones, then the
-        # states after every step but the last.
-        previous = [
-            tf.concat([s[None], all_s[:-1]], 0) for s, all_s in zip(states, stacked)
-        ]
-        # Every step's h_in, and r_t = h_in_t @ kernel in one matmul.
-        h_ins = recurrent_input(previous[0], rec_mask, cell.compute_dtype)
-        rs = tf.tensordot(h_ins, kernel, axes=1)
-        xs_t, rs_t, d_hs_t = _per_step(xs), _per_step(rs), _per_step(d_hs)
-        previous_t = [_per_step(p) for p in previous]
-        masks_t = _per_step(masks) if has_mask else None
+        # The h each step started from: the initial one, then the outputs of
+        # every step but the last (one copy, which the kernel's gradient
+        # reads too). The other states are read where they are stored.
+        h_ins = recurrent_input(
+            tf.concat([states[0][None], stacked[0][:-1]], 0),
+            rec_mask,
+            cell.compute_dtype,
+        )
         # For update_sums_inputs cells dr_t == dx_t: one list holds both.
         sums = cell.update_sums_inputs
         d_inputs_t = [
@@ -175,14 +164,21 @@ def _functions(cell, has_mask, has_rec_mask):
 
         def body(k, d_states, d_extra, d_inputs_t):
             t = steps - 1 - k
-            d_new = [d_states[0] + d_hs_t.read(t), *d_states[1:]]
-            x, r = xs_t.read(t), rs_t.read(t)
-            old = [ta.read(t) for ta in previous_t]
+            d_new = [d_states[0] + d_hs[t], *d_states[1:]]
+            first = tf.equal(t, 0)
+            before = tf.maximum(t - 1, 0)
+            old = [
+                tf.where(first, s, all_s[before]) for s, all_s in zip(states, stacked)
+            ]
+            # r_t again, rather than kept from the forward loop: a step's
+            # matmul costs about what storing its result does, and saves a
+            # (time, batch, gates * units) tensor.
+            x, r = xs[t], tf.matmul(h_ins[t], kernel)
             with tf.GradientTape() as step_tape:
                 step_tape.watch([x, r, old, extra])
                 h_in = recurrent_input(old[0], rec_mask, cell.compute_dtype)
                 new = update(x, r, h_in, old, extra)
-                new = keep_masked(masks_t.read(t) if has_mask else None, new, old)
+                new = keep_masked(masks[t] if has_mask else None, new, old)
             d_inputs, d_old, d_step_extra = step_tape.gradient(
                 new,
                 [[x] if sums else [x, r], old, extra],

@@ -9,6 +9,7 @@ first, since the projection has several times as many features as the inputs
 ``RecurrentLayer.inner_loop``).
 """
 
+import keras
 from keras import ops
 
 
@@ -78,15 +79,18 @@ def recurrence(
         hs = ops.stack(hs)
     else:
 
+        # Keras's TensorFlow scan stacks outputs shaped like the carry; the
+        # other backends stack the outputs alone.
+        stack_all = keras.config.backend() == "tensorflow"
+
         def body(states, inputs):
             x_t, mask_t = inputs if masks is not None else (inputs, None)
             states = masked_step(states, x_t, mask_t)
-            # Keras's TensorFlow scan stacks outputs shaped like the carry.
-            return states, states
+            return states, (states if stack_all else states[0])
 
         scan_inputs = xs if masks is None else (xs, masks)
         states, stacked = ops.scan(body, tuple(initial_state), scan_inputs)
-        hs = stacked[0]
+        hs = stacked[0] if stack_all else stacked
 
     outputs = hs
     if masks is not None:

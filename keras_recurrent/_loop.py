@@ -78,7 +78,6 @@ def recurrence(
             hs.append(states[0])
         hs = ops.stack(hs)
     else:
-
         # Keras's TensorFlow scan stacks outputs shaped like the carry; the
         # other backends stack the outputs alone.
         stack_all = keras.config.backend() == "tensorflow"

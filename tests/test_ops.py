@@ -68,3 +68,19 @@ def test_fence_passes_the_gradient_through_unchanged():
         lambda v: keras.ops.sum(keras.ops.multiply(_ops.fence(v), weights)), [x]
     )
     np.testing.assert_array_equal(gradient, weights)
+
+
+def test_split_gives_the_pieces_in_order():
+    x = np.arange(24.0).reshape(2, 12)
+    pieces = _ops.split(keras.ops.convert_to_tensor(x), [6, 3, 3])
+    for piece, expected in zip(pieces, (x[:, :6], x[:, 6:9], x[:, 9:])):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(piece), expected)
+    assert len(pieces) == 3
+
+
+def test_cast_skips_a_cast_that_changes_nothing():
+    x = keras.ops.convert_to_tensor(np.ones((2, 3)), "float32")
+    assert _ops.cast(x, "float32") is x
+    assert _ops.cast(x, x.dtype) is x
+    half = _ops.cast(x, "float16")
+    assert keras.backend.standardize_dtype(half.dtype) == "float16"

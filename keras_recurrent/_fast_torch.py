@@ -45,7 +45,10 @@ def recurrence(cell, sequences, initial_state, go_backwards=False):
     """``(last_output, outputs, states)`` for batch-major ``sequences``, as
     :func:`keras_recurrent._loop.recurrence` returns them without a mask;
     differentiable by PyTorch's autograd."""
-    dtype = sequences.dtype
+    # The compute dtype (float32 or float64, see serves): Keras leaves
+    # integer and boolean inputs as they are.
+    dtype = cell.kernel.value.dtype
+    sequences = sequences.to(dtype)
     if go_backwards:
         sequences = torch.flip(sequences, dims=[1])
     hx = [s.to(dtype)[None] for s in initial_state]  # (layers=1, batch, units)

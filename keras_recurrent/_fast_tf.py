@@ -199,7 +199,8 @@ def _functions(cell, has_mask, has_rec_mask):
             (0, d_final, [tf.zeros_like(e) for e in extra], d_inputs_t),
             maximum_iterations=steps,
         )
-        d_xs, d_rs = d_inputs_t[0].stack(), d_inputs_t[-1].stack()
+        d_inputs = [ta.stack() for ta in d_inputs_t]  # one list when sums
+        d_xs, d_rs = d_inputs[0], d_inputs[-1]
         # sum_t h_in_t^T dr_t, one matmul over (time * batch) rows.
         d_kernel = tf.tensordot(h_ins, d_rs, axes=[[0, 1], [0, 1]])
         d_weights = tape.gradient(

@@ -21,8 +21,6 @@ from keras_recurrent.gru import GRUCell
 from keras_recurrent.lstm import LSTMCell
 from keras_recurrent.simple_rnn import SimpleRNNCell
 
-_GATES = {"sigmoid": keras.activations.sigmoid, "tanh": keras.activations.tanh}
-
 
 def serves(cell):
     """Whether PyTorch's fused recurrence computes ``cell``'s equations."""
@@ -31,8 +29,8 @@ def serves(cell):
     if isinstance(cell, SimpleRNNCell):
         return cell.activation in (keras.activations.tanh, keras.activations.relu)
     gates_ok = (
-        cell.activation is _GATES["tanh"]
-        and cell.recurrent_activation is _GATES["sigmoid"]
+        cell.activation is keras.activations.tanh
+        and cell.recurrent_activation is keras.activations.sigmoid
     )
     if isinstance(cell, LSTMCell):
         return gates_ok and not cell.use_peepholes
@@ -53,22 +51,19 @@ def recurrence(cell, sequences, initial_state, go_backwards=False):
         sequences = torch.flip(sequences, dims=[1])
     hx = [s.to(dtype)[None] for s in initial_state]  # (layers=1, batch, units)
     kernel, recurrent_kernel = cell.kernel.value, cell.recurrent_kernel.value
-    bias_ih = bias_hh = None
+    is_gru = isinstance(cell, GRUCell)
+    if is_gru:
+        kernel, recurrent_kernel = _gru_order(kernel), _gru_order(recurrent_kernel)
+    params = [kernel.T, recurrent_kernel.T]
     if cell.use_bias:
         bias = cell.bias.value
-        bias_ih, bias_hh = (
-            (bias[0], bias[1]) if isinstance(cell, GRUCell) else (bias, None)
-        )
-    if isinstance(cell, GRUCell):
-        # Keras orders the gates z, r, h; PyTorch r, z, n.
-        kernel, recurrent_kernel = _gru_order(kernel), _gru_order(recurrent_kernel)
-        bias_ih, bias_hh = _gru_order(bias_ih), _gru_order(bias_hh)
-    if bias_ih is not None and bias_hh is None:
-        bias_hh = torch.zeros_like(bias_ih)
-    params = [kernel.T, recurrent_kernel.T]
-    if bias_ih is not None:
-        params += [bias_ih, bias_hh]
-    params = [p.to(dtype).contiguous() for p in params]
+        # PyTorch adds an input bias and a recurrent bias; only Keras's GRU
+        # (reset_after) has the second.
+        if is_gru:
+            params += [_gru_order(bias[0]), _gru_order(bias[1])]
+        else:
+            params += [bias, torch.zeros_like(bias)]
+    params = [p.contiguous() for p in params]
     # (input, hx, params, has_biases, num_layers, dropout, train,
     # bidirectional, batch_first)
     options = (len(params) == 4, 1, 0.0, False, False, True)
@@ -76,7 +71,7 @@ def recurrence(cell, sequences, initial_state, go_backwards=False):
         outputs, h, c = torch.lstm(sequences, hx, params, *options)
         states = [h[0], c[0]]
     else:
-        if isinstance(cell, GRUCell):
+        if is_gru:
             function = torch.gru
         elif cell.activation is keras.activations.tanh:
             function = torch.rnn_tanh
@@ -89,7 +84,5 @@ def recurrence(cell, sequences, initial_state, go_backwards=False):
 
 def _gru_order(weight):
     """A GRU weight with its gate blocks reordered from z, r, h to r, z, h."""
-    if weight is None:
-        return None
     z, r, h = torch.chunk(weight, 3, dim=-1)
     return torch.cat([r, z, h], dim=-1)

@@ -17,7 +17,9 @@ own by ``benchmarks.memory``, on Linux; not with ``--quick``), and the
 largest difference between the two models' outputs.
 
 Writes ``rnn.json``, ``rnn.md`` and ``ratio.png`` / ``time_vs_steps.png``
-(with matplotlib) to ``--out`` (default ``benchmarks/results/<backend>``).
+(with matplotlib) to ``--out``: by default ``benchmarks/results/<backend>``,
+where the committed results of full runs live, and for ``--quick``
+``benchmarks/results/quick/<backend>``, which git ignores.
 """
 
 import argparse
@@ -397,7 +399,10 @@ def main(argv=None):
         keras.backend.clear_session()
 
     backend = keras.backend.backend()
-    args.out = args.out or Path("benchmarks/results") / backend
+    if args.out is None:
+        # Quick runs never overwrite the committed results of a full run.
+        results = Path("benchmarks/results")
+        args.out = (results / "quick" if args.quick else results) / backend
     environment = {
         "backend": backend,
         backend: importlib.metadata.version(BACKEND_PACKAGES[backend]),

@@ -38,6 +38,13 @@ def pytest_configure(config):
         "float64: computes in float64; on JAX the test runs with jax_enable_x64, "
         "without which JAX silently truncates float64 to float32",
     )
+    config.addinivalue_line(
+        "markers",
+        "one_backend: checks something that does not depend on the backend "
+        "(a notebook, the README's quickstart, a test that starts the other "
+        "backends itself); the README's test command runs it on TensorFlow "
+        'only and deselects it on the others with -m "not one_backend"',
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,9 @@
 Running them needs the ``notebooks`` extra (nbclient, nbformat, ipykernel,
 matplotlib). Without it the run tests are skipped locally and fail under CI
 (``CI`` set), so that CI cannot pass by skipping them. They take a few minutes
-in all; ``-k "not notebook"`` leaves them out of a quick run.
+in all; ``-k "not notebook"`` leaves them out of a quick run. A notebook runs
+on whatever backend the suite runs on; CI runs them on TensorFlow only
+(``one_backend``), the thorough run in README.md on every backend.
 """
 
 import importlib
@@ -46,6 +48,7 @@ def test_notebook_is_committed_without_outputs(path):
     assert last.startswith("## What we learned"), f"{path.name} ends without it"
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path):
     nbformat = _import_or_skip("nbformat")

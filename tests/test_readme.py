@@ -3,9 +3,12 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.one_backend
 def test_quickstart_runs(tmp_path, monkeypatch):
     text = README.read_text()
     section = text.split("## Quickstart", 1)[1]

@@ -1,15 +1,13 @@
 """Gradient-flow helpers: checked against closed forms and finite differences."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import run_fresh
 
 import keras_recurrent as kr
 from keras_recurrent.diagnostics import gradient_norms, input_gradients, jacobian_norms
@@ -194,15 +192,7 @@ def test_other_backends_give_the_closed_form(backend):
         """
     ).replace("BACKEND", repr(backend))
     script = script.replace("RTOL", "1e-10")
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_fresh(
+        ["-c", script], env={"KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}, cwd=ROOT
     )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
-        result.stderr[-3000:]
-    )
+    assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]

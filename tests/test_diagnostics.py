@@ -7,7 +7,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import run_fresh
 
 import keras_recurrent as kr
 from keras_recurrent.diagnostics import gradient_norms, input_gradients, jacobian_norms
@@ -167,6 +166,10 @@ def test_bad_arguments_are_named():
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends_give_the_closed_form(backend):
+    # Imported here: the script imports this module as tests.test_diagnostics,
+    # where tests/ is not on the path.
+    from helpers import run_fresh
+
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     script = textwrap.dedent(

@@ -182,13 +182,8 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         for side, call in enumerate(calls):
             times[side].append(time_call(call))
     builtin_s, ours_s = (statistics.median(t) for t in times)
-    layer_ours = ours.layers[0]
-    if layer_ours._uses_tensorflow_loop():
-        path = "xla"
-    elif layer_ours._uses_torch_recurrence():
-        path = "torch fused"
-    else:
-        path = "keras.ops.scan"
+    # The loop our layer runs for these calls (see RecurrentLayer.loop_for).
+    path = ours.layers[0].loop_for(training=work == "train")
     gates = LAYERS[layer][2]
     flops = 2 * batch * steps * (features + units) * gates * units
     flops *= 3 if work == "train" else 1

@@ -1,90 +1,9 @@
-"""What the three cells and the three sequence layers share.
-
-A cell does one step; the sequence layer drives the time loop. Each cell
-exposes these pieces, which its own ``call`` and the sequence layer's loop
-both use, so the two cannot drift apart:
-
-- ``project_inputs(inputs)``: ``inputs @ kernel (+ input bias)``, for one step
-  ``(batch, features)`` or a whole sequence ``(batch, time, features)``;
-- ``step_weights()``: the weights the step reads (recurrent kernel, and
-  recurrent bias or peepholes), as tensors;
-- ``step_parts(weights)``: ``(kernel, update, extra)``, the step cut in two:
-  the recurrent matmul ``r = h_in @ kernel``, where ``h_in`` is ``h_{t-1}``
-  in the compute dtype times the recurrent dropout mask, and the rest,
-  ``update(projected_t, r, h_in, states, extra) -> new_states``, which reads
-  the other tensors it needs (biases, peepholes) from the list ``extra``.
-
-``StepCell.make_step`` joins the two into one step. Taking the weights as
-arguments lets a compiled loop receive them as inputs; the cut lets
-``_fast_tf`` differentiate the step without the matmul and compute the
-recurrent kernel's gradient for all time steps in one matmul.
-"""
+"""The sequence layers' base: checks, the choice of time loop, the config."""
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_recurrent import _checks, _ops
-from keras_recurrent._loop import recurrence
-
-
-def _shape_of(value):
-    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-
-
-def _dims_differ(a, b):
-    return a is not None and b is not None and a != b
-
-
-class StepCell:
-    """Mixin that gives a cell its ``call``: one step of its layer's loop."""
-
-    #: True when ``update`` reads ``projected_t`` and ``r`` only through their
-    #: sum, so that both have the same gradient (``_fast_tf`` keeps one).
-    update_sums_inputs = False
-
-    def call(self, inputs, states, training=False):
-        shape = _shape_of(inputs)
-        if len(shape) != 2 or _dims_differ(shape[-1], self.kernel.shape[0]):
-            raise ValueError(
-                f"Cell {self.name!r} expects inputs of rank 2, shape (batch, "
-                f"{self.kernel.shape[0]}). Received: inputs.shape={shape}"
-            )
-        nested = isinstance(states, (list, tuple))
-        states = list(states) if nested else [states]
-        if training and self.dropout > 0:
-            inputs = inputs * self.get_dropout_mask(inputs)
-        rec_mask = None
-        if training and self.recurrent_dropout > 0:
-            rec_mask = self.get_recurrent_dropout_mask(states[0])
-        step = self.make_step(self.step_weights(), rec_mask)
-        output, new_states = step(self.project_inputs(inputs), states)
-        return output, (new_states if nested else new_states[0])
-
-    def make_step(self, weights, recurrent_dropout_mask=None):
-        """``step(projected_t, states) -> (output, new_states)``: one time
-        step with ``weights`` (see ``step_parts``); the output is
-        ``new_states[0]``."""
-        kernel, update, extra = self.step_parts(weights)
-        compute_dtype = self.compute_dtype
-
-        def step(projected_t, states):
-            h_in = recurrent_input(states[0], recurrent_dropout_mask, compute_dtype)
-            # The backend's own matmul (both are backend tensors here): it
-            # keeps float64, and on PyTorch it costs a tenth of
-            # keras.ops.matmul's Python overhead, paid at every step.
-            new_states = update(projected_t, h_in @ kernel, h_in, states, extra)
-            return new_states[0], new_states
-
-        return step
-
-
-def recurrent_input(h_tm1, recurrent_dropout_mask, compute_dtype):
-    """``h_{t-1}`` as the recurrent matmul reads it."""
-    h_in = _ops.cast(h_tm1, compute_dtype)
-    if recurrent_dropout_mask is not None:
-        h_in = h_in * recurrent_dropout_mask
-    return h_in
+from keras_recurrent import _checks, _ops, loops
 
 
 def cell_property(name):
@@ -95,8 +14,12 @@ def cell_property(name):
 class RecurrentLayer(keras.layers.RNN):
     """Base of the sequence layers: checks, the time loop and the config.
 
-    Subclasses build their cell and pass it here with the ``keras.layers.RNN``
-    arguments. Input projection and time loop run in :meth:`inner_loop`.
+    Subclasses build their cell, an instance of their ``cell_class``, and
+    pass it here with the ``keras.layers.RNN`` arguments. The time loop runs
+    in :meth:`inner_loop`, by the loop that :meth:`loop_for` names (see
+    ``keras_recurrent.loops``). A layer subclass may set ``cell_class`` to a
+    subclass of the cell that changes its equations; the layer then runs
+    them, never a fused kernel that the new class does not claim.
 
     Under a mixed precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``)
     the matmuls and gates run in the compute dtype, but the time loop carries
@@ -107,6 +30,9 @@ class RecurrentLayer(keras.layers.RNN):
     over long sequences the state stalls or drifts. As everywhere in Keras,
     outputs and returned states are cast to the compute dtype.
     """
+
+    #: The class of the cell the layer builds.
+    cell_class = None
 
     #: Why ``use_cudnn=True`` cannot be honoured; subclasses may say more.
     _no_cudnn_reason = "keras_recurrent layers have no cuDNN implementation."
@@ -164,8 +90,8 @@ class RecurrentLayer(keras.layers.RNN):
                 f"axis is set. Received: inputs.shape={shape}"
             )
         if self.stateful and self.states is not None:
-            expected = _shape_of(self.states[0])[0]
-            if _dims_differ(shape[0], expected):
+            expected = _ops.shape_of(self.states[0])[0]
+            if _ops.dims_differ(shape[0], expected):
                 raise ValueError(
                     f"Layer {self.name!r} is stateful and holds states for a "
                     f"batch of {expected}; a stateful layer needs the same "
@@ -178,9 +104,9 @@ class RecurrentLayer(keras.layers.RNN):
             mask = mask[0]
         if mask is None:
             return None
-        shape = _shape_of(mask)
+        shape = _ops.shape_of(mask)
         if len(shape) != 2 or any(
-            _dims_differ(m, s) for m, s in zip(shape, sequences_shape[:2])
+            _ops.dims_differ(m, s) for m, s in zip(shape, sequences_shape[:2])
         ):
             raise ValueError(
                 f"Layer {self.name!r} expects a mask of shape (batch, time) = "
@@ -196,7 +122,7 @@ class RecurrentLayer(keras.layers.RNN):
             if isinstance(initial_state, (list, tuple))
             else [initial_state]
         )
-        self._check_state_shapes([_shape_of(s) for s in states], sequences_shape)
+        self._check_state_shapes([_ops.shape_of(s) for s in states], sequences_shape)
         return states
 
     def _check_state_shapes(self, shapes, sequences_shape):
@@ -209,7 +135,7 @@ class RecurrentLayer(keras.layers.RNN):
             shape = tuple(shape)
             expected = (sequences_shape[0], size)
             if len(shape) != 2 or any(
-                _dims_differ(a, b) for a, b in zip(shape, expected)
+                _ops.dims_differ(a, b) for a, b in zip(shape, expected)
             ):
                 raise ValueError(
                     f"Layer {self.name!r} expects initial_state[{index}] of "
@@ -234,7 +160,7 @@ class RecurrentLayer(keras.layers.RNN):
         return super().compute_output_shape(sequences_shape, initial_state_shape)
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
-        shape = _shape_of(sequences)
+        shape = _ops.shape_of(sequences)
         self._check_sequences(shape)
         if initial_state is None and self.stateful:
             # keras.layers.RNN would start from the state variables' own
@@ -250,74 +176,27 @@ class RecurrentLayer(keras.layers.RNN):
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        cell = self.cell
-        if training and cell.dropout > 0:
-            # One mask per sequence, the same at every time step.
-            dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
-            sequences = sequences * ops.expand_dims(dp_mask, 1)
-        rec_mask = None
-        if training and cell.recurrent_dropout > 0:
-            rec_mask = cell.get_recurrent_dropout_mask(initial_state[0])
-        if mask is None and rec_mask is None and self._uses_torch_recurrence():
-            from keras_recurrent import _fast_torch
+        return loops.run(self, sequences, initial_state, mask, training)
 
-            return _fast_torch.recurrence(
-                cell, sequences, initial_state, go_backwards=self.go_backwards
-            )
-        xs = ops.transpose(sequences, (1, 0, 2))  # time-major
-        if self._uses_tensorflow_loop():
-            from keras_recurrent import _fast_tf
+    def loop_for(self, mask=None, training=False):
+        """The name of the time loop that runs this layer for a call with
+        ``mask`` (a mask, or True for any) and ``training``:
 
-            return _fast_tf.recurrence(
-                cell,
-                cell.project_inputs(xs),
-                initial_state,
-                mask=mask,
-                recurrent_dropout_mask=rec_mask,
-                go_backwards=self.go_backwards,
-                zero_output_for_mask=self.zero_output_for_mask,
-            )
-        step = cell.make_step(cell.step_weights(), rec_mask)
-        if keras.config.backend() == "jax":
-            # Inside jax.lax.scan the projection runs at each step: projected
-            # all at once, its gradient would be a (time, batch, gates * units)
-            # tensor built step by step in JAX's backward pass, which made a
-            # training step almost twice as slow.
-            def step(x_t, states, step=step):
-                return step(cell.project_inputs(x_t), states)
-        else:
-            xs = cell.project_inputs(xs)
-        return recurrence(
-            step,
-            xs,
-            initial_state,
-            mask=mask,
-            go_backwards=self.go_backwards,
-            unroll=self.unroll,
-            zero_output_for_mask=self.zero_output_for_mask,
-            state_dtype=cell.variable_dtype,
-        )
+        - ``"xla"``: on TensorFlow, the loop compiled by XLA with its own
+          backward pass (float32 and float64, unless ``unroll=True``);
+        - ``"torch-fused"``: on PyTorch, PyTorch's fused kernel for the
+          cell's equations (``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``,
+          ``torch.rnn_relu``), when the cell claims one and the call has no
+          mask and no recurrent dropout;
+        - ``"portable"``: the ``keras.ops`` loop over the cell's step, on
+          every backend (a Python loop with ``unroll=True``);
+        - ``"cell-call"``: for a cell class that overrides ``call``, Keras's
+          own loop over ``cell.call``.
 
-    def _uses_tensorflow_loop(self):
-        """Whether ``_fast_tf`` runs the time loop (see that module).
-
-        It does on TensorFlow in float32 and float64 unless ``unroll=True``;
-        everywhere else the portable ``keras.ops`` loop runs.
+        The answer depends on the layer's configuration, the cell and the
+        backend; ask it of the layer you call.
         """
-        return (
-            keras.config.backend() == "tensorflow"
-            and not self.unroll
-            and self.cell.compute_dtype in ("float32", "float64")
-        )
-
-    def _uses_torch_recurrence(self):
-        """Whether ``_fast_torch`` runs the sequence when there is no mask
-        and no recurrent dropout (see that module)."""
-        if keras.config.backend() != "torch" or self.unroll:
-            return False
-        from keras_recurrent import _fast_torch
-
-        return _fast_torch.serves(self.cell)
+        return loops.choose(self, mask=mask, training=training)
 
     @property
     def variables(self):
@@ -352,7 +231,7 @@ class RecurrentLayer(keras.layers.RNN):
                 "states=...) needs a stateful layer that has been built. "
                 f"Received: stateful={self.stateful}"
             )
-        batch = _shape_of(self.states[0])[0]
+        batch = _ops.shape_of(self.states[0])[0]
         values = self._check_initial_state(states, (batch,))
         for variable, value in zip(self.states, values):
             variable.assign(ops.cast(value, variable.dtype))

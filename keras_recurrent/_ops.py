@@ -1,5 +1,5 @@
 """Ops the cells share: two that keep float64 in float64 on every backend,
-a split and a cast that cost less per step, and a fusion boundary for XLA.
+a split and a cast that cost less per step, and shape helpers.
 
 Keras 3.15's type promotion maps 64-bit dtypes to 32-bit on every backend but
 TensorFlow, and two ops the cells use follow it: for float64 operands
@@ -12,6 +12,7 @@ unchanged.
 import itertools
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -74,22 +75,11 @@ def cast(x, dtype):
     return ops.cast(x, dtype)
 
 
-def fence(x):
-    """``x``, unchanged, which XLA computes on its own instead of fusing it
-    into the ops that read it.
+def shape_of(value):
+    """The shape of a tensor, array or nested list, as a tuple."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
 
-    XLA:CPU fuses a step's elementwise ops into as few loops as it can, and
-    LLVM leaves a loop with two or more transcendental functions (exp, tanh)
-    unvectorized: measured here, each element then costs about 8 ns more,
-    doubling a GRU step at batch 32. A gate activation that the next
-    activation reads (GRU's reset gate, the peephole LSTM's gates) goes
-    through a fence, so that each fused loop holds one. A reduction ends a
-    fusion, and ``x + 0`` is ``x`` exactly, in value and in gradient.
 
-    On TensorFlow only: JAX's XLA fuses these steps differently, and there
-    the fence made a peephole LSTM step at batch 128 to 256 two to three
-    times slower; PyTorch does not fuse them at all. There it is ``x``.
-    """
-    if keras.config.backend() != "tensorflow":
-        return x
-    return ops.sum(ops.stack([x, ops.zeros_like(x)]), axis=0)
+def dims_differ(a, b):
+    """Whether two dimensions are both known and differ."""
+    return a is not None and b is not None and a != b

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_recurrent import _ops
-from keras_recurrent._base import RecurrentLayer, StepCell, cell_property
+from keras_recurrent._base import RecurrentLayer, cell_property
+from keras_recurrent._cell import FusedKernel, StepCell
 from keras_recurrent._checks import check_arguments
 
 
@@ -115,10 +116,18 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             return recurrent_kernel, self.bias[1]
         return (recurrent_kernel,)
 
-    def step_parts(self, weights):
+    def fused_kernel(self):
+        plain = (
+            self.reset_after
+            and self.activation is keras.activations.tanh
+            and self.recurrent_activation is keras.activations.sigmoid
+        )
+        return FusedKernel("gru", self.layer_weights) if plain else None
+
+    def step_parts(self, weights, recurrent_activation=None):
         units = self.units
         activation = _ops.activation(self.activation, self.compute_dtype)
-        gate = self.recurrent_activation
+        gate = recurrent_activation or self.recurrent_activation
         recurrent_kernel, *rest = weights
         if self.reset_after:
             # r = h @ U for all three gates; the recurrent bias in `extra`.
@@ -132,17 +141,16 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             # Gates in the compute dtype; the update of h, which accumulates
             # over time, in the dtype of h_tm1 (see RecurrentLayer). One
             # activation over both gates z and r: the same numbers as one
-            # per gate, in fewer and larger ops; the gates pass through
-            # _ops.fence, as the candidate's activation reads them.
+            # per gate, in fewer and larger ops.
             h_tm1 = states[0]
             x_zr, x_h = _ops.split(projected_t, [2 * units, units])
             if self.reset_after:
                 inner = r + extra[0] if extra else r
                 inner_zr, inner_h = _ops.split(inner, [2 * units, units])
-                z, r_t = _ops.split(_ops.fence(gate(x_zr + inner_zr)), [units] * 2)
+                z, r_t = _ops.split(gate(x_zr + inner_zr), [units] * 2)
                 candidate = activation(x_h + r_t * inner_h)
             else:
-                z, r_t = _ops.split(_ops.fence(gate(x_zr + r)), [units] * 2)
+                z, r_t = _ops.split(gate(x_zr + r), [units] * 2)
                 candidate = activation(x_h + (r_t * h_in) @ extra[0])
             z = _ops.cast(z, h_tm1.dtype)
             h = z * h_tm1 + (1 - z) * _ops.cast(candidate, h_tm1.dtype)
@@ -207,6 +215,8 @@ class GRU(RecurrentLayer):
     recurrent_activation = cell_property("recurrent_activation")
     reset_after = cell_property("reset_after")
 
+    cell_class = GRUCell
+
     def __init__(
         self,
         units,
@@ -236,7 +246,8 @@ class GRU(RecurrentLayer):
         **kwargs,
     ):
         check_arguments(locals())
-        cell = GRUCell(
+        kwargs.pop("implementation", None)  # Legacy argument, accepted and unused.
+        cell = self.cell_class(
             units,
             activation=activation,
             recurrent_activation=recurrent_activation,
@@ -254,7 +265,6 @@ class GRU(RecurrentLayer):
             recurrent_dropout=recurrent_dropout,
             reset_after=reset_after,
             seed=seed,
-            implementation=kwargs.pop("implementation", 2),
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="gru_cell",

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_recurrent import _ops
-from keras_recurrent._base import RecurrentLayer, StepCell, cell_property
+from keras_recurrent._base import RecurrentLayer, cell_property
+from keras_recurrent._cell import FusedKernel, StepCell
 from keras_recurrent._checks import check_arguments
 
 _PEEPHOLES = (
@@ -169,10 +170,18 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         names = ("recurrent_kernel", *(_PEEPHOLES if self.use_peepholes else ()))
         return tuple(ops.convert_to_tensor(getattr(self, name)) for name in names)
 
-    def step_parts(self, weights):
+    def fused_kernel(self):
+        plain = (
+            not self.use_peepholes
+            and self.activation is keras.activations.tanh
+            and self.recurrent_activation is keras.activations.sigmoid
+        )
+        return FusedKernel("lstm", self.layer_weights) if plain else None
+
+    def step_parts(self, weights, recurrent_activation=None):
         recurrent_kernel, *peepholes = weights
         activation = _ops.activation(self.activation, self.compute_dtype)
-        gate = self.recurrent_activation
+        gate = recurrent_activation or self.recurrent_activation
         units = self.units
         compute_dtype = self.compute_dtype
         # With peepholes, the input and forget gates' vectors side by side.
@@ -185,8 +194,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             # Gates in the compute dtype; the cell state, which accumulates
             # over time, in the dtype of c_tm1 (see RecurrentLayer). Each
             # activation runs once over adjacent gates, not once per gate:
-            # the same numbers, in fewer and larger ops; gates that another
-            # activation reads pass through _ops.fence (see there).
+            # the same numbers, in fewer and larger ops.
             h_tm1, c_tm1 = states
             z = projected_t + r
             z_if, z_g, z_o = _ops.split(z, [2 * units, units, units])
@@ -195,14 +203,13 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
                 p_if, p_o = extra
                 c_in = _ops.cast(c_tm1, compute_dtype)
                 z_if = z_if + p_if * ops.concatenate([c_in, c_in], -1)
-                i, f = _ops.split(_ops.fence(gate(z_if)), [units, units])
+                i, f = _ops.split(gate(z_if), [units, units])
             else:
-                # read by c and h: XLA keeps it apart without a fence
                 i, f, _, o = _ops.split(gate(z), [units] * 4)
             c = _ops.cast(f, c_tm1.dtype) * c_tm1 + _ops.cast(i * g, c_tm1.dtype)
             c_out = _ops.cast(c, compute_dtype)
             if extra:
-                o = _ops.fence(gate(z_o + p_o * c_out))
+                o = gate(z_o + p_o * c_out)
             h = _ops.cast(o * activation(c_out), h_tm1.dtype)
             return [h, c]
 
@@ -296,6 +303,8 @@ class LSTM(RecurrentLayer):
     peephole_regularizer = cell_property("peephole_regularizer")
     peephole_constraint = cell_property("peephole_constraint")
 
+    cell_class = LSTMCell
+
     def __init__(
         self,
         units,
@@ -329,7 +338,8 @@ class LSTM(RecurrentLayer):
         **kwargs,
     ):
         check_arguments(locals())
-        cell = LSTMCell(
+        kwargs.pop("implementation", None)  # Legacy argument, accepted and unused.
+        cell = self.cell_class(
             units,
             activation=activation,
             recurrent_activation=recurrent_activation,
@@ -351,7 +361,6 @@ class LSTM(RecurrentLayer):
             peephole_initializer=peephole_initializer,
             peephole_regularizer=peephole_regularizer,
             peephole_constraint=peephole_constraint,
-            implementation=kwargs.pop("implementation", 2),
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="lstm_cell",

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_recurrent import _ops
-from keras_recurrent._base import RecurrentLayer, StepCell
+from keras_recurrent._base import RecurrentLayer
+from keras_recurrent._cell import FusedKernel, StepCell
 from keras_recurrent._checks import check_arguments
 
 
@@ -98,7 +99,15 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     def step_weights(self):
         return (ops.convert_to_tensor(self.recurrent_kernel),)
 
-    def step_parts(self, weights):
+    def fused_kernel(self):
+        if self.activation is keras.activations.tanh:
+            return FusedKernel("rnn_tanh", self.layer_weights)
+        if self.activation is keras.activations.relu:
+            return FusedKernel("rnn_relu", self.layer_weights)
+        return None
+
+    def step_parts(self, weights, recurrent_activation=None):
+        # recurrent_activation: there is no gate to apply it to.
         (recurrent_kernel,) = weights
         activation = _ops.activation(
             self.activation or keras.activations.linear, self.compute_dtype
@@ -163,6 +172,8 @@ class SimpleRNN(RecurrentLayer):
     (2, 3, 4)
     """
 
+    cell_class = SimpleRNNCell
+
     def __init__(
         self,
         units,
@@ -191,7 +202,7 @@ class SimpleRNN(RecurrentLayer):
     ):
         check_arguments(locals())
         kwargs.pop("implementation", None)  # Legacy argument, accepted and unused.
-        cell = SimpleRNNCell(
+        cell = self.cell_class(
             units,
             activation=activation,
             use_bias=use_bias,

@@ -1,33 +1,129 @@
-"""Small helpers the tests share: building a layer next to its Keras built-in."""
+"""What the tests share: the table of layer configurations, masks, building
+a layer next to its Keras built-in, gradients, and fresh processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
 import keras_recurrent as kr
 
-# name -> (ours, built-in, constructor arguments that make them the same layer)
-PAIRS = {
-    "simple_rnn": (kr.SimpleRNN, keras.layers.SimpleRNN, {}),
-    "lstm": (kr.LSTM, keras.layers.LSTM, {"use_peepholes": False}),
-    "gru": (kr.GRU, keras.layers.GRU, {"reset_after": True}),
-    "gru_reset_before": (kr.GRU, keras.layers.GRU, {"reset_after": False}),
+
+class Config(NamedTuple):
+    """One layer configuration of ours, and the Keras built-in it equals."""
+
+    layer: type  # our sequence layer
+    cell: type  # our cell
+    builtin: type | None  # the keras.layers layer it equals, or None
+    builtin_cell: type | None
+    kwargs: dict  # constructor arguments of ours (and of the built-in)
+    num_states: int
+
+
+# Every layer configuration, peepholes included. The order matters: some
+# tests seed their random numbers with a name's index.
+LAYERS = {
+    "simple_rnn": Config(
+        kr.SimpleRNN,
+        kr.SimpleRNNCell,
+        keras.layers.SimpleRNN,
+        keras.layers.SimpleRNNCell,
+        {},
+        1,
+    ),
+    "lstm": Config(
+        kr.LSTM,
+        kr.LSTMCell,
+        keras.layers.LSTM,
+        keras.layers.LSTMCell,
+        {"use_peepholes": False},
+        2,
+    ),
+    "lstm_peepholes": Config(
+        kr.LSTM, kr.LSTMCell, None, None, {"use_peepholes": True}, 2
+    ),
+    "gru": Config(
+        kr.GRU,
+        kr.GRUCell,
+        keras.layers.GRU,
+        keras.layers.GRUCell,
+        {"reset_after": True},
+        1,
+    ),
+    "gru_reset_before": Config(
+        kr.GRU,
+        kr.GRUCell,
+        keras.layers.GRU,
+        keras.layers.GRUCell,
+        {"reset_after": False},
+        1,
+    ),
 }
-CELL_PAIRS = {
-    "simple_rnn": (kr.SimpleRNNCell, keras.layers.SimpleRNNCell, {}),
-    "lstm": (kr.LSTMCell, keras.layers.LSTMCell, {"use_peepholes": False}),
-    "gru": (kr.GRUCell, keras.layers.GRUCell, {"reset_after": True}),
-    "gru_reset_before": (kr.GRUCell, keras.layers.GRUCell, {"reset_after": False}),
+# The configurations that have a Keras built-in.
+PAIRS = {name: c for name, c in LAYERS.items() if c.builtin is not None}
+# One configuration per layer class, by the class's name.
+KINDS = ("simple_rnn", "lstm", "gru")
+LAYER_CLASSES = {name: LAYERS[name].layer for name in KINDS}
+CELL_CLASSES = {f"{name}_cell": LAYERS[name].cell for name in KINDS}
+
+PEEPHOLES = (
+    "input_gate_peephole_weights",
+    "forget_gate_peephole_weights",
+    "output_gate_peephole_weights",
+)
+
+# (batch, time) masks for batch 3 and 6 steps, 1 = valid step.
+MASKS = {
+    "right_padded": [
+        [1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+    ],
+    "holes": [
+        [1, 0, 1, 1, 0, 1],
+        [1, 1, 0, 0, 1, 1],
+        [0, 1, 0, 1, 1, 0],
+    ],
+    "arbitrary": [
+        [0, 1, 1, 0, 1, 0],
+        [1, 0, 0, 1, 1, 1],
+        [0, 0, 1, 0, 0, 1],
+    ],
+    "fully_masked_row": [
+        [1, 1, 1, 1, 1, 1],
+        [0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 1, 1],
+    ],
+    "fully_masked_row_and_holes": [
+        [1, 0, 1, 1, 0, 1],
+        [0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 1],
+    ],
+    "leading_masked": [
+        [0, 0, 1, 1, 1, 1],
+        [0, 0, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1],
+    ],
 }
-# Every layer configuration, peepholes included:
-# name -> (ours, built-in or None, constructor arguments)
-ALL_LAYERS = {
-    "simple_rnn": (kr.SimpleRNN, keras.layers.SimpleRNN, {}),
-    "lstm": (kr.LSTM, keras.layers.LSTM, {"use_peepholes": False}),
-    "lstm_peepholes": (kr.LSTM, None, {"use_peepholes": True}),
-    "gru": (kr.GRU, keras.layers.GRU, {"reset_after": True}),
-    "gru_reset_before": (kr.GRU, keras.layers.GRU, {"reset_after": False}),
-}
-NUM_STATES = {"simple_rnn": 1, "lstm": 2, "gru": 1, "gru_reset_before": 1}
+
+
+def mask_array(kind):
+    """``MASKS[kind]`` as a boolean array; None for ``kind=None``."""
+    return None if kind is None else np.array(MASKS[kind], dtype=bool)
+
+
+def num_states(obj):
+    """The number of states of a configuration name, or of one of our layer
+    or cell classes or instances."""
+    if isinstance(obj, str):
+        return LAYERS[obj].num_states
+    cls = obj if isinstance(obj, type) else type(obj)
+    return next(c.num_states for c in LAYERS.values() if cls in (c.layer, c.cell))
+
 
 ATOL = 1e-5
 
@@ -35,6 +131,12 @@ ATOL = 1e-5
 def builtin_kwargs(kwargs):
     """The arguments a Keras built-in accepts: ours minus the peephole ones."""
     return {k: v for k, v in kwargs.items() if not k.startswith(("use_peep", "peep"))}
+
+
+def new_layer(name, units=4, **kwargs):
+    """Our layer of configuration ``name``, not built."""
+    config = LAYERS[name]
+    return config.layer(units, **{**config.kwargs, **kwargs})
 
 
 def random_inputs(batch=3, time=6, features=5, seed=0, dtype="float32"):
@@ -47,7 +149,7 @@ def random_states(name, batch=3, units=4, seed=1):
     rng = np.random.default_rng(seed)
     return [
         rng.normal(size=(batch, units)).astype("float32")
-        for _ in range(NUM_STATES[name])
+        for _ in range(num_states(name))
     ]
 
 
@@ -57,10 +159,10 @@ def layer_pair(name, units=4, features=5, batch=None, **kwargs):
     The built-in's weights (random, with a random nonzero bias) are copied
     into ours, so every comparison runs on weights that neither side chose.
     """
-    ours_cls, builtin_cls, fixed = PAIRS[name]
-    kwargs = {**fixed, **kwargs}
-    builtin = builtin_cls(units, **builtin_kwargs(kwargs))
-    ours = ours_cls(units, **kwargs)
+    config = PAIRS[name]
+    kwargs = {**config.kwargs, **kwargs}
+    builtin = config.builtin(units, **builtin_kwargs(kwargs))
+    ours = config.layer(units, **kwargs)
     shape = (batch, None, features)  # stateful layers need a fixed batch
     builtin.build(shape)
     ours.build(shape)
@@ -165,3 +267,30 @@ def gradients(loss_fn, tensors):
 
 def _numpy(value):
     return keras.ops.convert_to_numpy(value)
+
+
+def run_fresh(args, env=None, cwd=None, timeout=300):
+    """Runs ``python *args`` in a fresh process that imports the
+    ``keras_recurrent`` under test (not another installed copy), on this
+    backend unless ``env`` sets ``KERAS_BACKEND``; fails with its stderr
+    unless it succeeds. Returns the ``subprocess.CompletedProcess``.
+    """
+    package_root = str(Path(kr.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    full_env = {
+        **os.environ,
+        "KERAS_BACKEND": keras.backend.backend(),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

@@ -13,9 +13,6 @@ backend, configured alike with the same weights.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -29,6 +26,7 @@ from helpers import (
     layer_pair,
     random_inputs,
     random_states,
+    run_fresh,
 )
 
 import keras_recurrent as kr
@@ -104,16 +102,9 @@ def test_keras_file_loads_on_another_backend(tmp_path, target):
     model.save(tmp_path / "model.keras")
     np.save(tmp_path / "x.npy", x)
 
-    env = {**os.environ, "KERAS_BACKEND": target, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path)],
-        env=env,
-        cwd=tmp_path,  # not the repository: the installed package is imported
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_fresh(
+        ["-c", LOAD_SCRIPT, str(tmp_path)], env={"KERAS_BACKEND": target}, cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     with np.load(tmp_path / f"{target}.weights.npz") as saved:
         weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     with np.load(tmp_path / f"{target}.outputs.npz") as saved:

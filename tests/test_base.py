@@ -11,46 +11,22 @@ import keras
 import numpy as np
 import pytest
 from helpers import (
-    CELL_PAIRS,
-    NUM_STATES,
     PAIRS,
     assert_all_close,
     builtin_kwargs,
     builtin_reference,
     gradients,
     layer_pair,
+    num_states,
     random_inputs,
     random_states,
 )
+from helpers import mask_array as _mask
 
 import keras_recurrent as kr
 
 NAMES = list(PAIRS)
 BATCH, TIME, FEATURES, UNITS = 3, 6, 5, 4
-
-# (batch, time) masks, 1 = valid step.
-MASKS = {
-    "right_padded": [
-        [1, 1, 1, 1, 1, 1],
-        [1, 1, 1, 1, 0, 0],
-        [1, 1, 0, 0, 0, 0],
-    ],
-    "holes": [
-        [1, 0, 1, 1, 0, 1],
-        [1, 1, 0, 0, 1, 1],
-        [0, 1, 0, 1, 1, 0],
-    ],
-    "fully_masked_row": [
-        [1, 1, 1, 1, 1, 1],
-        [0, 0, 0, 0, 0, 0],
-        [1, 1, 1, 0, 1, 1],
-    ],
-    "leading_masked": [
-        [0, 0, 1, 1, 1, 1],
-        [0, 0, 0, 0, 0, 1],
-        [1, 1, 1, 1, 1, 1],
-    ],
-}
 
 # Time-loop variants; each needs its own layers.
 LOOPS = {
@@ -59,10 +35,6 @@ LOOPS = {
     "unroll": {"unroll": True},
     "go_backwards_unroll": {"go_backwards": True, "unroll": True},
 }
-
-
-def _mask(kind):
-    return None if kind is None else np.array(MASKS[kind], dtype=bool)
 
 
 def _assert_match(ours, builtin, case=""):
@@ -75,15 +47,20 @@ def _assert_match(ours, builtin, case=""):
 
 def _new_layers(name, **kwargs):
     """Ours and the built-in, configured alike, not built."""
-    ours_cls, builtin_cls, fixed = PAIRS[name]
-    kwargs = {**fixed, **kwargs}
-    return ours_cls(UNITS, **kwargs), builtin_cls(UNITS, **builtin_kwargs(kwargs))
+    config = PAIRS[name]
+    kwargs = {**config.kwargs, **kwargs}
+    return config.layer(UNITS, **kwargs), config.builtin(
+        UNITS, **builtin_kwargs(kwargs)
+    )
 
 
 def _new_cells(name, count):
-    ours_cls, builtin_cls, fixed = CELL_PAIRS[name]
-    ours = [ours_cls(UNITS, **fixed) for _ in range(count)]
-    builtin = [builtin_cls(UNITS, **builtin_kwargs(fixed)) for _ in range(count)]
+    config = PAIRS[name]
+    ours = [config.cell(UNITS, **config.kwargs) for _ in range(count)]
+    builtin = [
+        config.builtin_cell(UNITS, **builtin_kwargs(config.kwargs))
+        for _ in range(count)
+    ]
     return ours, builtin
 
 
@@ -127,7 +104,7 @@ def test_outputs_and_states_match(name, return_sequences):
             name, return_sequences=return_sequences, return_state=return_state
         )
         out = ours(x)
-        expected_len = 1 + NUM_STATES[name] if return_state else 1
+        expected_len = 1 + num_states(name) if return_state else 1
         assert len(keras.tree.flatten(out)) == expected_len
         _assert_match(out, builtin(x), f"return_state={return_state}")
 
@@ -184,6 +161,25 @@ def test_unrolled_layer_builds_with_unknown_time_axis(name):
     ours, builtin = layer_pair(name, unroll=True, return_sequences=True)
     x = random_inputs()
     _assert_match(ours(x), builtin(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_legacy_implementation_keyword_is_accepted(name):
+    """Accepted from the constructor and from an old config, and ignored:
+    not in the config, not forwarded to the cell, the same numbers."""
+    ours, builtin = layer_pair(name, return_sequences=True)
+    config = {**ours.get_config(), "implementation": 1}
+    kwargs = {**PAIRS[name].kwargs, "return_sequences": True}
+    for legacy in (
+        type(ours)(UNITS, implementation=1, **kwargs),
+        type(ours).from_config(config),
+    ):
+        legacy.build((None, None, FEATURES))
+        legacy.set_weights(ours.get_weights())
+        assert "implementation" not in legacy.get_config()
+        assert getattr(legacy.cell, "implementation", 2) == 2
+        x = random_inputs()
+        assert_all_close(legacy(x), builtin(x))
 
 
 # -- gradients ------------------------------------------------------------
@@ -320,7 +316,7 @@ def test_bidirectional_return_state_matches(name):
         for kind in (None, "right_padded"):
             mask = _mask(kind)
             out = ours(x, mask=mask)
-            assert len(out) == 1 + 2 * NUM_STATES[name]
+            assert len(out) == 1 + 2 * num_states(name)
             case = f"return_sequences={return_sequences}, mask={kind}"
             _assert_match(out, builtin(x, mask=mask), case)
 
@@ -415,7 +411,7 @@ def test_dropout_active_in_training(name):
     x = random_inputs()
     training, *states = ours(x, training=True)
     assert tuple(training.shape) == (BATCH, TIME, UNITS)
-    assert [tuple(s.shape) for s in states] == [(BATCH, UNITS)] * NUM_STATES[name]
+    assert [tuple(s.shape) for s in states] == [(BATCH, UNITS)] * num_states(name)
     assert not np.allclose(
         keras.ops.convert_to_numpy(training),
         keras.ops.convert_to_numpy(ours(x, training=False)[0]),

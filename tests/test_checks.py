@@ -14,17 +14,13 @@ import re
 import keras
 import numpy as np
 import pytest
+from helpers import CELL_CLASSES as CELLS
+from helpers import LAYER_CLASSES as LAYERS
+from helpers import num_states
 
 import keras_recurrent as kr
 
-LAYERS = {"simple_rnn": kr.SimpleRNN, "lstm": kr.LSTM, "gru": kr.GRU}
-CELLS = {
-    "simple_rnn_cell": kr.SimpleRNNCell,
-    "lstm_cell": kr.LSTMCell,
-    "gru_cell": kr.GRUCell,
-}
 ALL = {**LAYERS, **CELLS}
-NUM_STATES = {kr.SimpleRNN: 1, kr.LSTM: 2, kr.GRU: 1}
 
 # An argument error may fairly be either; the message is what is checked.
 BAD = (ValueError, TypeError)
@@ -76,7 +72,7 @@ def sequences(batch=BATCH, time=TIME, features=FEATURES):
 
 
 def zero_states(cls, batch=BATCH, units=UNITS, count=None):
-    count = NUM_STATES[cls] if count is None else count
+    count = num_states(cls) if count is None else count
     return [np.zeros((batch, units), "float32") for _ in range(count)]
 
 
@@ -345,7 +341,7 @@ def test_mask_shape_must_match(cls):
 @pytest.mark.parametrize("cls", LAYERS.values(), ids=LAYERS.keys())
 def test_initial_state_number_and_shape(cls):
     layer = built_layer(cls)
-    expected = NUM_STATES[cls]
+    expected = num_states(cls)
     wrong = 3 - expected  # 1 state for LSTM, 2 for SimpleRNN and GRU
     expect_error(
         f"{wrong} states",
@@ -411,7 +407,7 @@ def test_stateful_batch_size_and_reset_state(cls):
         "Received: inputs.shape=(3, 3, 5)",
     )
     assert_unchanged(layer.states, before)
-    count = NUM_STATES[cls]
+    count = num_states(cls)
     for batch, units in [(BATCH, UNITS + 1), (BATCH + 1, UNITS)]:
         # Only the last state is wrong (for LSTM, c): nothing may be assigned
         # before every state is checked.

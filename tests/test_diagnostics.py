@@ -1,9 +1,6 @@
 """Gradient-flow helpers: checked against closed forms and finite differences."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -172,6 +169,10 @@ def test_bad_arguments_are_named():
 @pytest.mark.one_backend
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends_give_the_closed_form(backend):
+    # Imported here: the script imports this module as tests.test_diagnostics,
+    # where tests/ is not on the path.
+    from helpers import run_fresh
+
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     script = textwrap.dedent(
@@ -197,15 +198,7 @@ def test_other_backends_give_the_closed_form(backend):
         """
     ).replace("BACKEND", repr(backend))
     script = script.replace("RTOL", "1e-10")
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_fresh(
+        ["-c", script], env={"KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}, cwd=ROOT
     )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
-        result.stderr[-3000:]
-    )
+    assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]

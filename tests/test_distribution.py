@@ -14,14 +14,12 @@ process:
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
+from helpers import run_fresh
 
 BACKEND = keras.backend.backend()
 
@@ -123,15 +121,7 @@ def _load(path):
 
 
 def _run(script, folder, env):
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(folder)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_fresh(["-c", script, str(folder)], env=env, cwd=folder, timeout=600)
     single = _load(folder / "single.npz")
     split = _load(folder / "split.npz")
     initial = _load(folder / "initial.npz")

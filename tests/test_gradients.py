@@ -2,36 +2,26 @@
 
 For every layer (``SimpleRNN``, ``LSTM`` with and without peepholes, ``GRU``
 with ``reset_after`` True and False) and both time loops it can run (its own
-loop: on TensorFlow the XLA-compiled loop with its custom gradient,
-elsewhere ``keras.ops.scan``; and the unrolled loop), with and without a
-mask, the gradient
-of the scalar loss ``sum(P * outputs)`` over the output sequence and the
-final states, with respect to the inputs, the initial states and every
-weight, agrees entry by entry with central finite differences of the layer
-itself (step ``EPS = 1e-6``) to ``rtol=1e-6, atol=1e-8``. Masked-out inputs
-must get a gradient of exactly zero.
+loop, the one ``layer.loop_for()`` names: on TensorFlow the XLA-compiled
+loop with its custom gradient, on PyTorch the fused kernel where there is
+one, elsewhere ``keras.ops.scan``; and the unrolled loop), with and without
+a mask, the gradient of the scalar loss ``sum(P * outputs)`` over the
+output sequence and the final states, with respect to the inputs, the
+initial states and every weight, agrees entry by entry with central finite
+differences of the layer itself (step ``EPS = 1e-6``) to ``rtol=1e-6,
+atol=1e-8``. Masked-out inputs must get a gradient of exactly zero.
 """
 
 import keras
 import numpy as np
 import pytest
-from helpers import gradients
-
-import keras_recurrent as kr
+from helpers import LAYERS, gradients, num_states
 
 pytestmark = pytest.mark.float64  # on JAX: with jax_enable_x64 (conftest.py)
 
 EPS = 1e-6
 RTOL, ATOL = 1e-6, 1e-8
 B, T, F, H = 3, 4, 2, 3
-
-LAYERS = {
-    "simple_rnn": (kr.SimpleRNN, {}),
-    "lstm": (kr.LSTM, {"use_peepholes": False}),
-    "lstm_peepholes": (kr.LSTM, {"use_peepholes": True}),
-    "gru": (kr.GRU, {"reset_after": True}),
-    "gru_reset_before": (kr.GRU, {"reset_after": False}),
-}
 
 # Holes, leading masked steps, and a row that never steps.
 MASK = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
@@ -116,25 +106,30 @@ def numeric_gradients(loss, arrays, variables, eps=EPS):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_gradients_match_finite_differences(name, case):
     options, masked = CASES[case]
-    cls, fixed = LAYERS[name]
-    layer = cls(
-        H, dtype="float64", return_sequences=True, return_state=True, **fixed, **options
+    config = LAYERS[name]
+    layer = config.layer(
+        H,
+        dtype="float64",
+        return_sequences=True,
+        return_state=True,
+        **config.kwargs,
+        **options,
     )
     layer.build((None, T, F))
     rng = np.random.default_rng(sorted(LAYERS).index(name))
     layer.set_weights(
         [rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()]
     )
-    num_states = 2 if cls is kr.LSTM else 1
+    count = num_states(name)
     x = rng.normal(size=(B, T, F))
-    states = [rng.normal(size=(B, H)) for _ in range(num_states)]
+    states = [rng.normal(size=(B, H)) for _ in range(count)]
     projections = [rng.normal(size=(B, T, H))] + [
-        rng.normal(size=(B, H)) for _ in range(num_states)
+        rng.normal(size=(B, H)) for _ in range(count)
     ]
     mask = MASK if masked else None
 
     def loss(inputs, *rest):  # rest: the initial states (then the variables)
-        initial_state = list(rest[:num_states])
+        initial_state = list(rest[:count])
         outputs = layer(inputs, initial_state=initial_state, mask=mask)
         # keras.ops.multiply: on PyTorch, `tensor * ndarray` hands the
         # tensor to NumPy, which refuses one that requires grad.
@@ -147,7 +142,7 @@ def test_gradients_match_finite_differences(name, case):
     assert len(variables) == (6 if name == "lstm_peepholes" else 3)
     autodiff = gradients(loss, [x, *states, *variables])
     numeric = numeric_gradients(loss, [x, *states], variables)
-    names = ["inputs", *[f"initial_state[{i}]" for i in range(num_states)]]
+    names = ["inputs", *[f"initial_state[{i}]" for i in range(count)]]
     names += [v.name for v in variables]
     for what, a, n in zip(names, autodiff, numeric):
         assert np.abs(n).max() > 1e-3, f"{what}: a vacuous check"

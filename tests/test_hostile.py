@@ -33,13 +33,12 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import ALL_LAYERS, builtin_reference, gradients
+from helpers import LAYERS, builtin_kwargs, builtin_reference, gradients
 
 import keras_recurrent as kr
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-LAYERS = ALL_LAYERS
 NAMES = list(LAYERS)
 B, T, F, H = 3, 5, 4, 3
 BACKEND = keras.backend.backend()
@@ -223,18 +222,16 @@ def default_pair(name):
 
 def pair(name, **kwargs):
     """Ours and the built-in (None for peepholes), built, same random weights."""
-    ours_cls, builtin_cls, fixed = LAYERS[name]
+    config = LAYERS[name]
     options = {"return_sequences": True, "return_state": True, **kwargs}
-    ours = ours_cls(H, **fixed, **options)
+    ours = config.layer(H, **config.kwargs, **options)
     ours.build((None, T, F))
     rng = np.random.default_rng(NAMES.index(name))
     weights = [rng.normal(scale=0.5, size=w.shape) for w in ours.get_weights()]
     ours.set_weights(weights)
     builtin = None
-    if builtin_cls is not None:
-        builtin = builtin_cls(
-            H, **{k: v for k, v in fixed.items() if k != "use_peepholes"}, **options
-        )
+    if config.builtin is not None:
+        builtin = config.builtin(H, **builtin_kwargs(config.kwargs), **options)
         builtin.build((None, T, F))
         builtin.set_weights(ours.get_weights())
     return ours, builtin
@@ -325,7 +322,7 @@ def test_input_dtypes_are_cast(name, dtype):
 @pytest.mark.parametrize("policy", ["float16", "mixed_float16"])
 @pytest.mark.parametrize("name", ["simple_rnn", "lstm", "gru", "gru_reset_before"])
 def test_float16_layers_match_builtin(name, policy):
-    ours_cls, builtin_cls, fixed = LAYERS[name]
+    config = LAYERS[name]
     options = {"dtype": policy, "return_sequences": True}
     if policy == "float16" and BACKEND != "tensorflow":
         # The default recurrent initializer, Orthogonal, takes a QR
@@ -333,10 +330,8 @@ def test_float16_layers_match_builtin(name, policy):
         # float16 QR on CPU: ours and the built-ins fail to build alike
         # (Keras 3.15). The weights are the built-in's, copied, either way.
         options["recurrent_initializer"] = "glorot_uniform"
-    ours = ours_cls(H, **options, **fixed)
-    builtin = builtin_cls(
-        H, **options, **{k: v for k, v in fixed.items() if k != "use_peepholes"}
-    )
+    ours = config.layer(H, **options, **config.kwargs)
+    builtin = config.builtin(H, **options, **builtin_kwargs(config.kwargs))
     ours.build((None, T, F))
     builtin.build((None, T, F))
     ours.set_weights(builtin.get_weights())

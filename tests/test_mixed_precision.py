@@ -19,17 +19,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 import reference
-from helpers import ATOL, assert_all_close, random_inputs
+from helpers import ATOL, LAYERS, assert_all_close, random_inputs
 
 import keras_recurrent as kr
 
-LAYERS = {
-    "simple_rnn": (kr.SimpleRNN, kr.SimpleRNNCell, {}),
-    "lstm": (kr.LSTM, kr.LSTMCell, {}),
-    "lstm_no_peepholes": (kr.LSTM, kr.LSTMCell, {"use_peepholes": False}),
-    "gru": (kr.GRU, kr.GRUCell, {}),
-    "gru_reset_before": (kr.GRU, kr.GRUCell, {"reset_after": False}),
-}
 # policy -> (compute dtype, tolerance against float32)
 MIXED = {
     "mixed_float16": ("float16", 5 * 2**-10),
@@ -44,9 +37,14 @@ def _dtype(x):
 
 
 def _layer(name, dtype, weights=None, **kwargs):
-    layer_cls, _, fixed = LAYERS[name]
-    layer = layer_cls(
-        UNITS, dtype=dtype, return_sequences=True, return_state=True, **fixed, **kwargs
+    config = LAYERS[name]
+    layer = config.layer(
+        UNITS,
+        dtype=dtype,
+        return_sequences=True,
+        return_state=True,
+        **config.kwargs,
+        **kwargs,
     )
     layer.build((None, None, FEATURES))
     if weights is not None:
@@ -96,10 +94,10 @@ def test_cells_in_keras_rnn_under_mixed_policy(name, policy):
     """Keras's own loop carries the states in the compute dtype; the cell's
     step must hand them back in that dtype (JAX's scan insists on it)."""
     compute_dtype, tolerance = MIXED[policy]
-    _, cell_cls, fixed = LAYERS[name]
+    config = LAYERS[name]
     twin = _float32_twin(name)
     rnn = keras.layers.RNN(
-        cell_cls(UNITS, dtype=policy, **fixed),
+        config.cell(UNITS, dtype=policy, **config.kwargs),
         return_sequences=True,
         return_state=True,
         dtype=policy,
@@ -233,9 +231,9 @@ def test_trains_on_a_long_sequence_without_nan(policy):
 def test_float64_layers_and_cells_compute_in_float64(name):
     twin = _float32_twin(name)
     layer = _layer(name, "float64", twin.get_weights())
-    _, cell_cls, fixed = LAYERS[name]
+    config = LAYERS[name]
     rnn = keras.layers.RNN(
-        cell_cls(UNITS, dtype="float64", **fixed),
+        config.cell(UNITS, dtype="float64", **config.kwargs),
         return_sequences=True,
         return_state=True,
         dtype="float64",
@@ -253,7 +251,7 @@ def test_float64_layers_and_cells_compute_in_float64(name):
 
 @pytest.mark.float64
 def test_float64_peephole_lstm_matches_the_float64_reference():
-    layer = _layer("lstm", "float64")
+    layer = _layer("lstm_peepholes", "float64")
     rng = np.random.default_rng(5)
     weights = [rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()]
     layer.set_weights(weights)

@@ -3,7 +3,8 @@
 Both tests run once per time loop of ours (``LOOPS``): our cell inside
 ``keras.layers.RNN`` (with ``unroll`` drawn), our layer with ``unroll=True``,
 and our layer's own loop (on TensorFlow the XLA-compiled loop of
-``keras_recurrent._fast_tf``, elsewhere ``keras.ops.scan``). Within a loop,
+``keras_recurrent.loops.tensorflow``, on PyTorch the fused kernel where
+the configuration has one, elsewhere ``keras.ops.scan``). Within a loop,
 each example draws a layer and every option that changes its numbers: layer
 type, units, features, batch, time steps (from 1), activations, ``use_bias``,
 ``return_sequences``, ``return_state``, ``go_backwards``, GRU ``reset_after``,
@@ -36,32 +37,19 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import builtin_reference, gradients
+from helpers import KINDS, LAYERS, builtin_reference, gradients, num_states
 from hypothesis import given, target
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import keras_recurrent as kr
-
 TOL = 1e-5  # relative to 1 + |expected|, for every comparison here
 FD_EPS = 1e-6
 
-OURS = {
-    "simple_rnn": (kr.SimpleRNN, kr.SimpleRNNCell),
-    "lstm": (kr.LSTM, kr.LSTMCell),
-    "gru": (kr.GRU, kr.GRUCell),
-}
-BUILTIN = {
-    "simple_rnn": keras.layers.SimpleRNN,
-    "lstm": keras.layers.LSTM,
-    "gru": keras.layers.GRU,
-}
-NUM_STATES = {"simple_rnn": 1, "lstm": 2, "gru": 1}
 ACTIVATIONS = ["tanh", "relu", "sigmoid", "softsign", "elu", "linear", None]
 GATE_ACTIVATIONS = ["sigmoid", "hard_sigmoid", "tanh"]
 MASK_KINDS = ["none", "all_true", "right_padded", "arbitrary", "all_false_rows"]
 # Our time loops: our cell in keras.layers.RNN, our layer unrolled, and our
-# layer's own loop (keras_recurrent._fast_tf on TensorFlow).
+# layer's own loop (the one its loop_for() names).
 LOOPS = ["cell", "unroll", "own"]
 
 
@@ -87,7 +75,7 @@ class Case:
 
     @property
     def num_states(self):
-        return NUM_STATES[self.name]
+        return num_states(self.name)
 
     def output_shapes(self):
         batch, units = self.batch, self.cell["units"]
@@ -119,7 +107,7 @@ def masks(draw, batch, time):
 
 @st.composite
 def cases(draw, loop, name=None, peepholes=False):
-    name = name or draw(st.sampled_from(list(OURS)))
+    name = name or draw(st.sampled_from(KINDS))
     batch, time = draw(st.integers(1, 3)), draw(st.integers(1, 6))
     cell = {"units": draw(st.integers(1, 5)), "use_bias": draw(st.booleans())}
     if not peepholes:  # the reference knows the default activations only
@@ -153,11 +141,11 @@ def cases(draw, loop, name=None, peepholes=False):
 
 def ours_for(case, **fixed):
     """Our layer for ``case``, built, or our cell in ``keras.layers.RNN``."""
-    layer_cls, cell_cls = OURS[case.name]
+    config = LAYERS[case.name]
     if case.via_cell:
-        layer = keras.layers.RNN(cell_cls(**case.cell, **fixed), **case.layer)
+        layer = keras.layers.RNN(config.cell(**case.cell, **fixed), **case.layer)
     else:
-        layer = layer_cls(**case.cell, **fixed, **case.layer)
+        layer = config.layer(**case.cell, **fixed, **case.layer)
     layer.build((None, case.time, case.features))  # unroll needs the time axis
     return layer
 
@@ -235,7 +223,7 @@ def test_matches_builtin(loop, data):
     case = data.draw(cases(loop), label="case")
     fixed = {"use_peepholes": False} if case.name == "lstm" else {}
     ours = ours_for(case, **fixed)
-    builtin = BUILTIN[case.name](**case.cell, **case.layer)
+    builtin = LAYERS[case.name].builtin(**case.cell, **case.layer)
     builtin.build((None, case.time, case.features))
     x, states, projections = draw_values(case, builtin)
     ours.set_weights(builtin.get_weights())

@@ -6,33 +6,18 @@ under ``"keras_recurrent"`` is what must make it work.
 """
 
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_close, random_inputs
+from helpers import CELL_CLASSES as CELLS
+from helpers import LAYER_CLASSES as LAYERS
+from helpers import assert_all_close, num_states, random_inputs, run_fresh
 
 import keras_recurrent as kr
 
-LAYERS = {"simple_rnn": kr.SimpleRNN, "lstm": kr.LSTM, "gru": kr.GRU}
-CELLS = {
-    "simple_rnn_cell": kr.SimpleRNNCell,
-    "lstm_cell": kr.LSTMCell,
-    "gru_cell": kr.GRUCell,
-}
 ALL = {**LAYERS, **CELLS}
-NUM_STATES = {
-    kr.SimpleRNN: 1,
-    kr.LSTM: 2,
-    kr.GRU: 1,
-    kr.SimpleRNNCell: 1,
-    kr.LSTMCell: 2,
-    kr.GRUCell: 1,
-}
 
 FEATURES, TIME = 5, 6
 
@@ -305,20 +290,7 @@ def test_keras_file_loads_in_a_fresh_process(tmp_path):
             np.savez(folder / f"{name}.out.npz", *ys)
         """
     )
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": keras.backend.backend(),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), *names],
-        env=env,
-        cwd=tmp_path,  # not the repository: the installed package is imported
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_fresh(["-c", script, str(tmp_path), *names], cwd=tmp_path, timeout=120)
     for name in names:
         with np.load(tmp_path / f"{name}.out.npz") as saved:
             got = [saved[f"arr_{i}"] for i in range(len(saved.files))]
@@ -352,7 +324,7 @@ def step_outputs(cell, x):
     rng = np.random.default_rng(3)
     states = [
         rng.normal(size=(x.shape[0], cell.units)).astype("float32")
-        for _ in range(NUM_STATES[type(cell)])
+        for _ in range(num_states(cell))
     ]
     output, new_states = cell(x[:, 0, :], states)
     return [keras.ops.convert_to_numpy(y) for y in [output, *new_states]]

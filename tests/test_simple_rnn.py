@@ -30,16 +30,6 @@ def test_activity_regularizer_is_applied(return_sequences):
     np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-5)
 
 
-def test_legacy_implementation_keyword_is_accepted():
-    ours, builtin = helpers.layer_pair("simple_rnn", return_sequences=True)
-    legacy = kr.SimpleRNN(H, implementation=1, return_sequences=True)
-    legacy.build((None, None, F))
-    legacy.set_weights(ours.get_weights())
-    assert "implementation" not in legacy.get_config()
-    x = helpers.random_inputs()
-    helpers.assert_all_close(legacy(x), builtin(x))
-
-
 def test_linear_activation_equals_builtin():
     ours, builtin = helpers.layer_pair(
         "simple_rnn", activation=None, return_sequences=True

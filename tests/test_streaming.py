@@ -29,17 +29,12 @@ import keras
 import numpy as np
 import pytest
 import reference
-from helpers import ALL_LAYERS, gradients
+from helpers import LAYERS, builtin_kwargs, gradients, num_states
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-LAYERS = ALL_LAYERS
 NAMES = list(LAYERS)
-
-
-def num_states(name):
-    return 2 if name.startswith("lstm") else 1
 
 
 def reference_step(name, weights):
@@ -55,8 +50,10 @@ def reference_step(name, weights):
 
 
 def new_layer(name, units, **kwargs):
-    ours, _, fixed = LAYERS[name]
-    return ours(units, return_sequences=True, return_state=True, **fixed, **kwargs)
+    config = LAYERS[name]
+    return config.layer(
+        units, return_sequences=True, return_state=True, **config.kwargs, **kwargs
+    )
 
 
 def numpy(values):
@@ -237,10 +234,10 @@ def streaming_layers(name):
         for w in ours.get_weights()
     ]
     ours.set_weights(weights)
-    _, builtin_cls, fixed = LAYERS[name]
+    config = LAYERS[name]
     builtin = None
-    if builtin_cls is not None:
-        builtin = builtin_cls(
+    if config.builtin is not None:
+        builtin = config.builtin(
             SH,
             stateful=True,
             return_sequences=True,
@@ -251,7 +248,7 @@ def streaming_layers(name):
             # stateful layer does; its unrolled loop, TensorFlow's and
             # PyTorch's give zeros. See helpers.builtin_reference.
             unroll=keras.backend.backend() == "jax",
-            **{k: v for k, v in fixed.items() if k != "use_peepholes"},
+            **builtin_kwargs(config.kwargs),
         )
         builtin.build((SB, None, SF))
         builtin.set_weights(weights)

@@ -10,20 +10,10 @@ documented equations with the masks the cell drew.
 import keras
 import numpy as np
 import pytest
+from helpers import LAYER_CLASSES, LAYERS
 
 import keras_recurrent as kr
 
-LAYERS = {"simple_rnn": kr.SimpleRNN, "lstm": kr.LSTM, "gru": kr.GRU}
-CELLS = {"simple_rnn": kr.SimpleRNNCell, "lstm": kr.LSTMCell, "gru": kr.GRUCell}
-
-# name -> (layer class, cell class, extra arguments)
-VARIANTS = {
-    "simple_rnn": (kr.SimpleRNN, kr.SimpleRNNCell, {}),
-    "lstm": (kr.LSTM, kr.LSTMCell, {}),  # with peepholes, the default
-    "lstm_no_peepholes": (kr.LSTM, kr.LSTMCell, {"use_peepholes": False}),
-    "gru": (kr.GRU, kr.GRUCell, {}),
-    "gru_reset_before": (kr.GRU, kr.GRUCell, {"reset_after": False}),
-}
 RATES = {
     "dropout": {"dropout": 0.5},
     "recurrent_dropout": {"recurrent_dropout": 0.5},
@@ -145,10 +135,11 @@ def checked_mask(drawn, kind, rate, shape):
     return mask.astype("float64")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", LAYERS)
 @pytest.mark.parametrize("how", ["layer", "rnn_cell"])
 def test_training_output_matches_numpy_with_the_drawn_masks(variant, how, monkeypatch):
-    layer_cls, cell_cls, extra = VARIANTS[variant]
+    config = LAYERS[variant]
+    layer_cls, cell_cls, extra = config.layer, config.cell, config.kwargs
     x = inputs()
     failures = []
     for rates_name, rates in RATES.items():
@@ -250,9 +241,9 @@ def twin(layer_cls, weights, **kwargs):
     return layer
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name", LAYER_CLASSES)
 def test_seed_fixes_the_dropout_masks(name):
-    layer_cls = LAYERS[name]
+    layer_cls = LAYER_CLASSES[name]
     x = inputs()
     failures = []
     for rates_name, rates in RATES.items():
@@ -275,9 +266,9 @@ def test_seed_fixes_the_dropout_masks(name):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", LAYERS)
 def test_inference_ignores_dropout(variant):
-    layer_cls, _, extra = VARIANTS[variant]
+    layer_cls, extra = LAYERS[variant].layer, LAYERS[variant].kwargs
     x = inputs()
     plain = layer_cls(UNITS, return_sequences=True, **extra)
     plain.build((None, TIME, FEATURES))
@@ -317,7 +308,7 @@ def fit(model, x, y, epochs):
     return model
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name", LAYER_CLASSES)
 def test_learns_the_sum_of_a_sequence(name):
     rng = np.random.default_rng(0)
     x_train, y_train = sum_task(512, rng)
@@ -326,7 +317,7 @@ def test_learns_the_sum_of_a_sequence(name):
     assert baseline > 2.0  # ~10 / 3: a real task, not a near-constant target
 
     model = keras.Sequential(
-        [keras.Input((10, 1)), LAYERS[name](8), keras.layers.Dense(1)]
+        [keras.Input((10, 1)), LAYER_CLASSES[name](8), keras.layers.Dense(1)]
     )
     fit(model, x_train, y_train, epochs=12)
     mse = model.evaluate(x_test, y_test, verbose=0)
@@ -341,7 +332,7 @@ def padded_sum_task(n, rng, time=10):
     return x, x.sum(axis=(1, 2))[:, None], lengths
 
 
-@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("name", LAYER_CLASSES)
 def test_learns_with_a_masking_layer(name):
     rng = np.random.default_rng(1)
     x_train, y_train, _ = padded_sum_task(512, rng)
@@ -352,7 +343,7 @@ def test_learns_with_a_masking_layer(name):
         [
             keras.Input((None, 1)),
             keras.layers.Masking(mask_value=0.0),
-            LAYERS[name](8),
+            LAYER_CLASSES[name](8),
             keras.layers.Dense(1),
         ]
     )

@@ -12,64 +12,90 @@ backward loop each run as one XLA computation:
   recomputes the step's recurrent matmul ``r_t = h_in_t @ kernel`` (which
   costs about what storing it from the forward loop did, and saves a
   ``(time, batch, gates * units)`` tensor), differentiates the cell's
-  ``update`` (the step without its matmul, see ``_base``), which is
-  elementwise apart from GRU's candidate matmul when ``reset_after=False``,
-  and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
+  ``update`` (the step without its matmul, see ``keras_recurrent._cell``),
+  which is elementwise apart from GRU's candidate matmul when
+  ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
 - the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, is then one
   matmul over all time steps instead of one small matmul per step. For a
   cell whose ``update`` reads ``projected_t + r`` only (``update_sums_inputs``:
   LSTM and SimpleRNN), ``dr_t`` is the input gradient itself and is not
   stored twice.
 
-TensorFlow could not differentiate a compiled loop by itself anyway: the
-loop's tensor lists cannot cross the XLA boundary. Only this module imports
-TensorFlow;
-``_base.RecurrentLayer.inner_loop`` chooses it when Keras runs on TensorFlow
-and falls back to the portable loop otherwise.
+The loop compiles the cell's own step pieces, so it serves any cell whose
+``call`` is the shared one, variants included, in float32 and float64 unless
+``unroll=True``; masks and recurrent dropout too. TensorFlow could not
+differentiate a compiled loop by itself anyway: the loop's tensor lists
+cannot cross the XLA boundary.
 """
 
 import weakref
 
 import tensorflow as tf
 
-from keras_recurrent._base import recurrent_input
-from keras_recurrent._loop import keep_masked
-from keras_recurrent._loop import recurrence as portable_recurrence
+from keras_recurrent._cell import claimed_kernel, declared, recurrent_input
+from keras_recurrent.loops import portable
+
+NAME = "xla"
 
 _LOOPS = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
 
 
-def recurrence(
-    cell,
-    xs,
-    initial_state,
-    mask=None,
-    recurrent_dropout_mask=None,
-    go_backwards=False,
-    zero_output_for_mask=False,
-):
-    """:func:`keras_recurrent._loop.recurrence` for ``cell`` on TensorFlow,
-    compiled by XLA.
+def serves(layer, mask, recurrent_dropout_mask):
+    """Whether this loop runs ``layer``: in float32 and float64, unless
+    ``unroll=True``, with or without masks."""
+    return not layer.unroll and layer.cell.compute_dtype in ("float32", "float64")
 
-    Returns ``(last_output, outputs, states)``; differentiable with respect to
-    ``xs``, ``initial_state`` and the cell's step weights.
+
+def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
+    """:func:`keras_recurrent.loops.portable.recurrence`, compiled by XLA.
+
+    Differentiable with respect to ``sequences``, ``initial_state`` and the
+    cell's weights.
     """
+    cell = layer.cell
+    xs, masks = portable.time_major(layer, sequences, mask)
+    xs = cell.project_inputs(xs)
     # Plain tensors, read once: not a variable read per step, nor a variable
     # inside the custom gradient.
     weights = [tf.convert_to_tensor(w) for w in cell.step_weights()]
-
-    def loop(xs, masks, states):
-        return _loop(cell, xs, masks, recurrent_dropout_mask, list(states), weights)
-
-    return portable_recurrence(
-        None,
-        xs,
-        initial_state,
-        mask=mask,
-        go_backwards=go_backwards,
-        zero_output_for_mask=zero_output_for_mask,
-        loop=loop,
+    hs, states = _loop(
+        cell, xs, masks, recurrent_dropout_mask, list(initial_state), weights
     )
+    return portable.finish(layer, hs, states, masks)
+
+
+def fence(x):
+    """``x``, unchanged, which XLA computes on its own instead of fusing it
+    into the ops that read it.
+
+    XLA:CPU fuses a step's elementwise ops into as few loops as it can, and
+    LLVM leaves a loop with two or more transcendental functions (exp, tanh)
+    unvectorized: measured here, each element then costs about 8 ns more,
+    doubling a GRU step at batch 32. The loops here give the cell a gate
+    activation followed by a fence (``step_parts``'s
+    ``recurrent_activation``), so that a gate that the next activation reads
+    (GRU's reset gate, the peephole LSTM's gates) is computed in a fused
+    loop of its own. A reduction ends a fusion, and ``x + 0`` is ``x``
+    exactly, in value and in gradient.
+
+    TensorFlow only: JAX's XLA fuses these steps differently, and there the
+    fence made a peephole LSTM step at batch 128 to 256 two to three times
+    slower; PyTorch does not fuse them at all.
+    """
+    return tf.reduce_sum(tf.stack([x, tf.zeros_like(x)]), axis=0)
+
+
+def _fenced_step_parts(cell, weights):
+    """``cell.step_parts(weights)`` with its gate activation fenced, except
+    for a cell without gates and for the plain LSTM (a cell that claims the
+    ``"lstm"`` kernel), whose one activation over all four gates has three
+    readers, which XLA keeps apart already: there a fence costs one more
+    pass over the gates (about 14 % of a forward pass at batch 32)."""
+    gate = getattr(cell, "recurrent_activation", None)
+    claim = claimed_kernel(cell)
+    if gate is None or (claim is not None and claim.name == "lstm"):
+        return cell.step_parts(weights)
+    return cell.step_parts(weights, recurrent_activation=lambda z: fence(gate(z)))
 
 
 def _loop(cell, xs, masks, rec_mask, states, weights):
@@ -120,7 +146,7 @@ def _functions(cell, has_mask, has_rec_mask):
     def forward(xs, masks, rec_mask, states, weights):
         """Final states and every step's states."""
         cell = cell_ref()
-        kernel, update, extra = cell.step_parts(weights)
+        kernel, update, extra = _fenced_step_parts(cell, weights)
         rec_mask = rec_mask if has_rec_mask else None
         steps = tf.shape(xs)[0]
         states_t = [tf.TensorArray(s.dtype, size=steps) for s in states]
@@ -128,7 +154,7 @@ def _functions(cell, has_mask, has_rec_mask):
         def body(t, states, states_t):
             h_in = recurrent_input(states[0], rec_mask, cell.compute_dtype)
             new = update(xs[t], tf.matmul(h_in, kernel), h_in, states, extra)
-            new = keep_masked(masks[t] if has_mask else None, new, states)
+            new = portable.keep_masked(masks[t] if has_mask else None, new, states)
             states_t = [ta.write(t, s) for ta, s in zip(states_t, new)]
             return t + 1, new, states_t
 
@@ -145,7 +171,7 @@ def _functions(cell, has_mask, has_rec_mask):
         cell = cell_ref()
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            kernel, update, extra = cell.step_parts(weights)
+            kernel, update, extra = _fenced_step_parts(cell, weights)
         rec_mask = rec_mask if has_rec_mask else None
         steps = tf.shape(xs)[0]
         # The h each step started from: the initial one, then the outputs of
@@ -157,7 +183,7 @@ def _functions(cell, has_mask, has_rec_mask):
             cell.compute_dtype,
         )
         # For update_sums_inputs cells dr_t == dx_t: one list holds both.
-        sums = cell.update_sums_inputs
+        sums = declared(cell, "update_sums_inputs", False)
         d_inputs_t = [
             tf.TensorArray(xs.dtype, size=steps) for _ in range(1 if sums else 2)
         ]
@@ -178,7 +204,7 @@ def _functions(cell, has_mask, has_rec_mask):
                 step_tape.watch([x, r, old, extra])
                 h_in = recurrent_input(old[0], rec_mask, cell.compute_dtype)
                 new = update(x, r, h_in, old, extra)
-                new = keep_masked(masks[t] if has_mask else None, new, old)
+                new = portable.keep_masked(masks[t] if has_mask else None, new, old)
             d_inputs, d_old, d_step_extra = step_tape.gradient(
                 new,
                 [[x] if sums else [x, r], old, extra],

@@ -1,7 +1,8 @@
-"""The TensorFlow loop (XLA-compiled, with its own backward pass) gives Keras's
-numbers: outputs, states and gradients, in eager calls, inside ``tf.function``
-with shapes known only at run time, and inside models compiled with
-``jit_compile`` True and False.
+"""The TensorFlow loop (``keras_recurrent.loops.tensorflow``: XLA-compiled,
+with its own backward pass) gives Keras's numbers: outputs, states and
+gradients, in eager calls, inside ``tf.function`` with shapes known only at
+run time, and inside models compiled with ``jit_compile`` True and False.
+Its fusion boundary changes nothing, in value or gradient.
 """
 
 import keras
@@ -15,6 +16,7 @@ from helpers import (
     random_inputs,
     random_states,
 )
+from helpers import mask_array as _mask_array
 
 import keras_recurrent as kr
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
 
-    from keras_recurrent import _fast_tf
+    from keras_recurrent.loops import tensorflow as tf_loop
 
 
 def _mask():
@@ -139,13 +141,39 @@ def test_recurrent_dropout_matches_portable_loop(layer_cls):
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_layers_run_the_compiled_loop(name):
     ours, _ = layer_pair(name)
-    assert ours.cell not in _fast_tf._LOOPS
+    assert ours.loop_for() == "xla"
+    assert ours.cell not in tf_loop._LOOPS
     ours(random_inputs())
-    assert list(_fast_tf._LOOPS[ours.cell]) == [(False, False)]  # no masks
+    assert list(tf_loop._LOOPS[ours.cell]) == [(False, False)]  # no masks
+    ours(random_inputs(), mask=_mask_array("holes"))
+    assert list(tf_loop._LOOPS[ours.cell]) == [(False, False), (True, False)]
 
 
 def test_tensorflow_loop_runs_in_float32_and_float64_only():
-    assert kr.LSTM(4)._uses_tensorflow_loop()
-    assert kr.LSTM(4, dtype="float64")._uses_tensorflow_loop()
-    assert not kr.LSTM(4, dtype="mixed_float16")._uses_tensorflow_loop()
-    assert not kr.LSTM(4, unroll=True)._uses_tensorflow_loop()
+    assert kr.LSTM(4).loop_for() == "xla"
+    assert kr.LSTM(4, dtype="float64").loop_for() == "xla"
+    assert kr.LSTM(4).loop_for(mask=True, training=True) == "xla"
+    assert kr.LSTM(4, recurrent_dropout=0.5).loop_for(training=True) == "xla"
+    assert kr.LSTM(4, dtype="mixed_float16").loop_for() == "portable"
+    assert kr.LSTM(4, unroll=True).loop_for() == "portable"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_fence_returns_its_input_bit_for_bit(dtype):
+    x = np.array([[0.0, -0.0, 1e-30, -3.5, np.inf, -np.inf, np.nan, 65000.0]])
+    tensor = keras.ops.convert_to_tensor(x, dtype)
+    fenced = tf_loop.fence(tensor)
+    assert keras.backend.standardize_dtype(fenced.dtype) == dtype
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float64"))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(fenced, "float64"))
+    # -0.0 may come back as +0.0 (x + 0); every other value is the same.
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_fence_passes_the_gradient_through_unchanged():
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    weights = np.random.default_rng(1).normal(size=(3, 4))
+    (gradient,) = gradients(
+        lambda v: keras.ops.sum(keras.ops.multiply(tf_loop.fence(v), weights)), [x]
+    )
+    np.testing.assert_array_equal(gradient, weights)

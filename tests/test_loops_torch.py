@@ -1,6 +1,6 @@
-"""PyTorch's fused recurrence (``_fast_torch``) gives Keras's numbers where it
-runs, outputs, states and gradients, and everything it cannot compute falls
-back to the portable loop.
+"""PyTorch's fused recurrence (``keras_recurrent.loops.torch``) gives Keras's
+numbers where it runs, outputs, states and gradients, and everything it
+cannot compute falls back to the portable loop.
 """
 
 from unittest import mock
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 if keras.backend.backend() == "torch":
-    from keras_recurrent import _fast_torch
+    from keras_recurrent.loops import torch as torch_loop
 
 SERVED = ["simple_rnn", "lstm", "gru"]
 
@@ -43,10 +43,10 @@ def test_outputs_states_and_gradients_match_builtin(name, go_backwards):
     ours, builtin = layer_pair(
         name, return_sequences=True, return_state=True, go_backwards=go_backwards
     )
-    assert ours._uses_torch_recurrence()
+    assert ours.loop_for() == "torch-fused"
     x, states = random_inputs(), random_states(name)
     with mock.patch.object(
-        _fast_torch, "recurrence", wraps=_fast_torch.recurrence
+        torch_loop, "recurrence", wraps=torch_loop.recurrence
     ) as fused:
         assert_all_close(
             ours(x, initial_state=states), builtin(x, initial_state=states)
@@ -75,7 +75,7 @@ def test_float64_matches_the_portable_loop(name):
     portable.set_weights(fused.get_weights())
     x = random_inputs(dtype="float64")
     with mock.patch.object(
-        _fast_torch, "recurrence", wraps=_fast_torch.recurrence
+        torch_loop, "recurrence", wraps=torch_loop.recurrence
     ) as spy:
         out = fused(x)
     assert spy.called
@@ -122,8 +122,8 @@ def test_input_dropout_is_applied_before_the_fused_call():
     for layer in layers:
         layer.build(x.shape)
     layers[1].set_weights(layers[0].get_weights())
-    assert layers[0]._uses_torch_recurrence()
-    assert not layers[1]._uses_torch_recurrence()
+    assert layers[0].loop_for(training=True) == "torch-fused"
+    assert layers[1].loop_for(training=True) == "portable"
     fused, portable = (layer(x, training=True) for layer in layers)
     assert_all_close(fused, portable)
     assert not np.allclose(
@@ -155,7 +155,10 @@ def test_input_dropout_is_applied_before_the_fused_call():
 def test_configurations_pytorch_cannot_compute_are_not_served(layer):
     layer = layer()
     layer.build((2, 3, 5))
-    assert not layer._uses_torch_recurrence()
+    assert layer.loop_for() == "portable"
+    with mock.patch.object(torch_loop, "recurrence") as fused:
+        layer(random_inputs(batch=2, time=3))
+    fused.assert_not_called()
 
 
 @pytest.mark.parametrize(
@@ -168,6 +171,8 @@ def test_configurations_pytorch_cannot_compute_are_not_served(layer):
 )
 def test_masks_and_recurrent_dropout_run_the_portable_loop(call):
     layer = kr.GRU(4, recurrent_dropout=0.5, seed=1)
-    with mock.patch.object(_fast_torch, "recurrence") as fused:
+    assert layer.loop_for() == "torch-fused"
+    assert layer.loop_for(**call) == "portable"
+    with mock.patch.object(torch_loop, "recurrence") as fused:
         layer(random_inputs(batch=2, time=3), **call)
     fused.assert_not_called()

@@ -143,6 +143,23 @@ class StepCell:
             bias,
         )
 
+    def build_layer_norm(self, widths):
+        """Creates the gain ``<prefix>_norm_gamma`` (ones) and offset
+        ``<prefix>_norm_beta`` (zeros) of each layer normalisation, for
+        ``widths`` a dict ``{prefix: width}``, in its order."""
+        for prefix, width in widths.items():
+            for part, initializer in (("gamma", "ones"), ("beta", "zeros")):
+                name = f"{prefix}_norm_{part}"
+                weight = self.add_weight(
+                    shape=(width,), name=name, initializer=initializer
+                )
+                setattr(self, name, weight)
+
+    def layer_norm(self, z, gamma, beta):
+        """``LN(z) * gamma + beta`` over the last axis, with the cell's
+        ``layer_norm_epsilon`` (see ``keras_recurrent._ops.layer_norm``)."""
+        return _ops.layer_norm(z, gamma, beta, self.layer_norm_epsilon)
+
     def make_step(self, weights, recurrent_dropout_mask=None):
         """``step(projected_t, states) -> (output, new_states)``: one time
         step with ``weights`` (see ``step_parts``); the output is

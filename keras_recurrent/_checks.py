@@ -38,6 +38,38 @@ def check_bool(name, value):
     return value
 
 
+def check_positive_or_none(name, value):
+    """A float > 0, or None (the option off)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"Argument `{name}` must be None or a float > 0. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_positive_int_or_none(name, value):
+    """An integer > 0, or None (the option off)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be None or a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_epsilon(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"Argument `{name}` must be a float > 0. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def check_use_cudnn(use_cudnn, reason):
     if use_cudnn != "auto" and not isinstance(use_cudnn, bool):
         raise ValueError(
@@ -66,6 +98,7 @@ _BOOLEANS = frozenset(
         "unit_forget_bias",
         "reset_after",
         "use_peepholes",
+        "use_layer_norm",
         "return_sequences",
         "return_state",
         "go_backwards",
@@ -97,6 +130,12 @@ def check_arguments(arguments):
             check_units(value)
         elif name in ("dropout", "recurrent_dropout"):
             check_rate(name, value)
+        elif name in ("cell_clip", "projection_clip"):
+            check_positive_or_none(name, value)
+        elif name == "projection_units":
+            check_positive_int_or_none(name, value)
+        elif name == "layer_norm_epsilon":
+            check_epsilon(name, value)
         elif name in _BOOLEANS:
             check_bool(name, value)
         elif name.rsplit("_", 1)[-1] in _GETTERS:

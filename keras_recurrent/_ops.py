@@ -1,5 +1,6 @@
 """Ops the cells share: two that keep float64 in float64 on every backend,
-a split and a cast that cost less per step, and shape helpers.
+a split and a cast that cost less per step, layer normalisation, and shape
+helpers.
 
 Keras 3.15's type promotion maps 64-bit dtypes to 32-bit on every backend but
 TensorFlow, and two ops the cells use follow it: for float64 operands
@@ -73,6 +74,25 @@ def cast(x, dtype):
     ) == keras.backend.standardize_dtype(dtype):
         return x
     return ops.cast(x, dtype)
+
+
+def layer_norm(z, gamma, beta, epsilon):
+    """``(z - mean(z)) / sqrt(var(z) + epsilon) * gamma + beta`` over the last
+    axis, with the population variance (Ba, Kiros & Hinton, 2016).
+
+    In float16 and bfloat16 the statistics are computed in float32 (a sum of
+    squares over hundreds of features overflows float16 or loses most of its
+    bits), and the result is cast back; float32 and float64 compute in their
+    own dtype. The variance is written out, as ``keras.ops.var`` returns
+    float32 for float64 on JAX and PyTorch.
+    """
+    dtype = keras.backend.standardize_dtype(z.dtype)
+    stats_dtype = dtype if dtype in ("float32", "float64") else "float32"
+    z32 = cast(z, stats_dtype)
+    centred = z32 - ops.mean(z32, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    normed = centred * ops.rsqrt(variance + ops.cast(epsilon, stats_dtype))
+    return cast(normed * cast(gamma, stats_dtype) + cast(beta, stats_dtype), dtype)
 
 
 def shape_of(value):

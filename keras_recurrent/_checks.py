@@ -44,8 +44,7 @@ def check_positive_or_none(name, value):
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(
-            f"Argument `{name}` must be None or a float > 0. "
-            f"Received: {name}={value!r}"
+            f"Argument `{name}` must be None or a float > 0. Received: {name}={value!r}"
         )
     return float(value)
 

@@ -4,6 +4,7 @@ a layer next to its Keras built-in, gradients, and fresh processes."""
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,6 +70,25 @@ PAIRS = {name: c for name, c in LAYERS.items() if c.builtin is not None}
 KINDS = ("simple_rnn", "lstm", "gru")
 LAYER_CLASSES = {name: LAYERS[name].layer for name in KINDS}
 CELL_CLASSES = {f"{name}_cell": LAYERS[name].cell for name in KINDS}
+
+
+class Variant(NamedTuple):
+    """A layer configuration with options no Keras built-in has (layer norm,
+    projection, cell clipping), and its float64 NumPy reference."""
+
+    layer: type  # our sequence layer
+    cell: type  # our cell
+    kwargs: dict  # constructor arguments
+    num_states: int
+    # step(x_t, states, weights, **kwargs) -> new_states, from tests/reference.py,
+    # with ``weights`` in get_weights() order.
+    reference_step: Callable
+
+
+# Every variant configuration, by name; tests/test_variants.py runs each
+# through masks, go_backwards, initial and streamed states, dropout,
+# Bidirectional, keras.layers.RNN and saving, against its reference.
+VARIANTS = {}
 
 PEEPHOLES = (
     "input_gate_peephole_weights",

@@ -24,13 +24,17 @@ arguments lets a compiled loop receive them as inputs; the cut lets the
 TensorFlow loop differentiate the step without the matmul and compute the
 recurrent kernel's gradient for all time steps in one matmul.
 
-Two class attributes describe a cell's equations to the loops, and each
+Three class attributes describe a cell's equations to the loops, and each
 holds only for the class that sets it (see :func:`declared`):
 
 - ``fused_kernel()``: which fused kernel computes the cell's equations, with
   its weights (a :class:`FusedKernel`), or None;
 - ``update_sums_inputs``: True when ``update`` reads ``projected_t`` and
-  ``r`` only through their sum.
+  ``r`` only through their sum;
+- ``step_from_config``: True when the step pieces depend on nothing but
+  the cell's class and ``get_config()``, and read no variable of the cell
+  (they get the weights as arguments), so that a loop compiled for one cell
+  serves every cell of the same class and configuration.
 """
 
 from collections.abc import Callable
@@ -108,6 +112,10 @@ class StepCell:
     #: sum, so that both have the same gradient (the TensorFlow loop keeps
     #: one); read through :func:`declared`.
     update_sums_inputs = False
+
+    #: True when the step pieces depend only on the class and get_config();
+    #: read through :func:`declared`.
+    step_from_config = False
 
     def call(self, inputs, states, training=False):
         shape = _ops.shape_of(inputs)

@@ -5,6 +5,8 @@ run time, and inside models compiled with ``jit_compile`` True and False.
 Its fusion boundary changes nothing, in value or gradient.
 """
 
+from unittest import mock
+
 import keras
 import numpy as np
 import pytest
@@ -142,11 +144,48 @@ def test_recurrent_dropout_matches_portable_loop(layer_cls):
 def test_layers_run_the_compiled_loop(name):
     ours, _ = layer_pair(name)
     assert ours.loop_for() == "xla"
-    assert ours.cell not in tf_loop._LOOPS
-    ours(random_inputs())
-    assert list(tf_loop._LOOPS[ours.cell]) == [(False, False)]  # no masks
-    ours(random_inputs(), mask=_mask_array("holes"))
-    assert list(tf_loop._LOOPS[ours.cell]) == [(False, False), (True, False)]
+    with mock.patch.object(tf_loop, "_functions", wraps=tf_loop._functions) as spy:
+        ours(random_inputs())
+        ours(random_inputs(), mask=_mask_array("holes"))
+    calls = [c.args for c in spy.call_args_list]
+    assert calls == [(ours.cell, False, False), (ours.cell, True, False)]
+
+
+def test_cells_alike_share_their_compiled_loops():
+    first, same, wider = kr.LSTM(4), kr.LSTM(4), kr.LSTM(5)
+    peepholes_off = kr.LSTM(4, use_peepholes=False)
+    loops = {
+        name: tf_loop._functions(layer.cell, False, False)
+        for name, layer in [
+            ("first", first),
+            ("same", same),
+            ("wider", wider),
+            ("peepholes_off", peepholes_off),
+        ]
+    }
+    assert loops["same"] is loops["first"]
+    assert loops["wider"] is not loops["first"]
+    assert loops["peepholes_off"] is not loops["first"]
+    assert tf_loop._functions(first.cell, True, False) is not loops["first"]
+    # A subclass that changes the step does not share, even with its own kind.
+    halved = type("Halved", (kr.LSTMCell,), {"step_parts": kr.LSTMCell.step_parts})
+    own = [tf_loop._functions(halved(4), False, False) for _ in range(2)]
+    assert own[0] is not own[1]
+    assert all(loop is not loops["first"] for loop in own)
+
+
+def test_shared_loops_give_each_layer_its_own_numbers():
+    x = random_inputs()
+    outputs = []
+    for seed in (1, 2):
+        ours, builtin = layer_pair("lstm")  # one config: one shared loop
+        rng = np.random.default_rng(seed)
+        weights = [w + rng.normal(size=w.shape) for w in builtin.get_weights()]
+        builtin.set_weights(weights)
+        ours.set_weights(weights)
+        assert_all_close(ours(x), builtin(x))
+        outputs.append(keras.ops.convert_to_numpy(ours(x)))
+    assert not np.allclose(*outputs)
 
 
 def test_tensorflow_loop_runs_in_float32_and_float64_only():

@@ -28,6 +28,7 @@ differentiate a compiled loop by itself anyway: the loop's tensor lists
 cannot cross the XLA boundary.
 """
 
+import json
 import weakref
 
 import tensorflow as tf
@@ -37,7 +38,13 @@ from keras_recurrent.loops import portable
 
 NAME = "xla"
 
+# The compiled loops. A cell whose step is defined by its class and config
+# (``step_from_config``) shares them with every cell like it, so that models
+# of the same architecture (another seed, a sweep, a test) compile once:
+# (class, config, options) -> (forward, backward). Any other cell has its own.
+_SHARED = {}
 _LOOPS = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
+_KEYS = weakref.WeakKeyDictionary()  # cell -> its _shared_key, worked out once
 
 
 def serves(layer, mask, recurrent_dropout_mask):
@@ -134,14 +141,44 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
     return hs, final
 
 
+def _shared_key(cell):
+    """What identifies ``cell``'s step among cells that share compiled loops,
+    or None for a cell that has loops of its own."""
+    if not declared(cell, "step_from_config", False):
+        return None
+    config = dict(cell.get_config())
+    config.pop("name", None)
+    # Objects without a config (a function passed as activation, say) show
+    # as their repr, which names them: cells share only with their own kind.
+    return type(cell), json.dumps(config, sort_keys=True, default=repr)
+
+
 def _functions(cell, has_mask, has_rec_mask):
-    """The compiled forward and backward loops for ``cell``, cached per cell."""
-    key = (has_mask, has_rec_mask)
-    per_cell = _LOOPS.setdefault(cell, {})
-    if key in per_cell:
-        return per_cell[key]
-    # A weak reference, so that the cached functions do not keep the cell alive.
-    cell_ref = weakref.ref(cell)
+    """The compiled forward and backward loops for ``cell``: shared between
+    cells of the same class and config where the step allows it (see
+    ``_SHARED``), else cached per cell."""
+    options = (has_mask, has_rec_mask)
+    if cell not in _KEYS:
+        _KEYS[cell] = _shared_key(cell)
+    shared_key = _KEYS[cell]
+    if shared_key is not None:
+        cache, key = _SHARED, (*shared_key, options)
+    else:
+        cache, key = _LOOPS.setdefault(cell, {}), options
+    if key in cache:
+        return cache[key]
+    if shared_key is not None:
+        # The step is traced from a copy made from the config, which the
+        # cache keeps: never from a model's own cell, which it would keep
+        # alive.
+        template = type(cell).from_config(cell.get_config())
+
+        def cell_ref():
+            return template
+    else:
+        # A weak reference, so that the cached functions do not keep the
+        # cell alive.
+        cell_ref = weakref.ref(cell)
 
     def forward(xs, masks, rec_mask, states, weights):
         """Final states and every step's states."""
@@ -237,8 +274,8 @@ def _functions(cell, has_mask, has_rec_mask):
         )
         return d_xs, d_states, d_weights
 
-    per_cell[key] = (
+    cache[key] = (
         tf.function(forward, jit_compile=True),
         tf.function(backward, jit_compile=True),
     )
-    return per_cell[key]
+    return cache[key]

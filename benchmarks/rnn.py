@@ -262,6 +262,7 @@ def plot(rows, out):
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return []
     written = []
@@ -297,6 +298,11 @@ def plot(rows, out):
                 )
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
+            # Ratios as readers say them, "2×" and "0.8×", not 2×10^0.
+            times = matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}×")
+            ax.yaxis.set_major_formatter(times)
+            ax.yaxis.set_minor_formatter(times)
+            ax.tick_params(axis="y", which="minor", labelsize=6)
             ax.set_ylabel("built-in time / ours")
             ax.set_xticks(
                 [i + 0.4 - width / 2 for i in range(len(sizes))], sizes, fontsize=7

@@ -7,7 +7,7 @@ is imported.
 
 import keras
 
-from keras_recurrent import data, diagnostics
+from keras_recurrent import data, diagnostics, interop
 from keras_recurrent.gru import GRU, GRUCell
 from keras_recurrent.lstm import LSTM, LSTMCell
 from keras_recurrent.simple_rnn import SimpleRNN, SimpleRNNCell
@@ -23,6 +23,7 @@ __all__ = [
     "SimpleRNNCell",
     "data",
     "diagnostics",
+    "interop",
 ]
 
 for _cls in (GRU, GRUCell, LSTM, LSTMCell, SimpleRNN, SimpleRNNCell):

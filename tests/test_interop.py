@@ -1,0 +1,309 @@
+"""keras_recurrent.interop: PyTorch modules in and out, and Keras 2 weights.
+
+References: the ``torch.nn`` modules themselves, run on the same inputs,
+and Keras 2's own cells (``tensorflow.python.keras``, shipped inside
+TensorFlow). Tolerances: ``1e-5`` against PyTorch in float32, ``1e-12`` in
+float64, ``1e-6`` against Keras 2.
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from helpers import assert_all_close, random_inputs
+
+import keras_recurrent as kr
+from keras_recurrent import interop
+from keras_recurrent._base import RecurrentLayer
+
+torch = pytest.importorskip("torch")
+
+B, T, F, H = 2, 5, 3, 4
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _torch_module(kind, seed=0, **kwargs):
+    """A ``torch.nn`` module with random weights and nonzero biases."""
+    torch.manual_seed(seed)
+    module_class, extra = {
+        "rnn_tanh": (torch.nn.RNN, {"nonlinearity": "tanh"}),
+        "rnn_relu": (torch.nn.RNN, {"nonlinearity": "relu"}),
+        "lstm": (torch.nn.LSTM, {}),
+        "gru": (torch.nn.GRU, {}),
+    }[kind]
+    return module_class(F, H, **extra, **kwargs).eval()
+
+
+def _run_torch(module, x, initial_state=None):
+    """``(outputs, [h_n, (c_n)])`` of ``module`` on batch-major NumPy ``x``."""
+    inputs = torch.from_numpy(x)
+    if not module.batch_first:
+        inputs = inputs.transpose(0, 1)
+    with torch.no_grad():
+        outputs, states = module(inputs, initial_state)
+    if not module.batch_first:
+        outputs = outputs.transpose(0, 1)
+    states = list(states) if isinstance(states, tuple) else [states]
+    return outputs.numpy(), [s.numpy() for s in states]
+
+
+# A covering subset of kind x num_layers x bidirectional x batch_first x bias:
+# each kind with one and two layers, each flag both ways for some kind.
+FROM_TORCH = [
+    ("rnn_tanh", 1, False, True, True),
+    ("rnn_relu", 2, True, False, False),
+    ("lstm", 1, True, False, True),
+    ("lstm", 2, False, True, False),
+    ("gru", 1, False, False, False),
+    ("gru", 2, True, True, True),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, num_layers, bidirectional, batch_first, bias", FROM_TORCH
+)
+def test_from_torch_matches_module(kind, num_layers, bidirectional, batch_first, bias):
+    module = _torch_module(
+        kind,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        bias=bias,
+        dropout=0.5 if num_layers > 1 else 0.0,
+    )
+    ours = interop.from_torch(module)
+    if num_layers == 1:
+        expected_class = keras.layers.Bidirectional if bidirectional else RecurrentLayer
+        assert isinstance(ours, expected_class)
+    else:
+        assert isinstance(ours, keras.Sequential)
+        # one layer per PyTorch layer, and its dropout between them
+        assert [type(layer).__name__ for layer in ours.layers].count("Dropout") == 1
+    x = random_inputs(B, T, F)
+    expected, _ = _run_torch(module, x)
+    assert_all_close(ours(x), expected)
+
+
+@pytest.mark.float64
+def test_from_torch_and_back_in_float64():
+    module = _torch_module("lstm", batch_first=True).double()
+    ours = interop.from_torch(module)
+    assert ours.dtype == "float64"
+    x = random_inputs(B, T, F, dtype="float64")
+    expected, _ = _run_torch(module, x)
+    assert_all_close(ours(x), expected, atol=1e-12)
+    back = interop.to_torch(ours)
+    assert back.weight_ih_l0.dtype == torch.float64
+    assert_all_close(_run_torch(back, x)[0], expected, atol=1e-12)
+
+
+def _built(layer, seed=3):
+    """``layer`` built for ``F`` features, with random weights (biases
+    included), so that no weight is zero or equal to another."""
+    layer.build((None, None, F))
+    rng = np.random.default_rng(seed)
+    layer.set_weights(
+        [rng.normal(scale=0.5, size=w.shape).astype(w.dtype) for w in layer.weights]
+    )
+    return layer
+
+
+def _sequence_layer(kind, library, **kwargs):
+    classes = {
+        "rnn": (kr.SimpleRNN, keras.layers.SimpleRNN),
+        "lstm": (kr.LSTM, keras.layers.LSTM),
+        "gru": (kr.GRU, keras.layers.GRU),
+    }
+    if library == "ours" and kind == "lstm":
+        kwargs["use_peepholes"] = False
+    layer_class = classes[kind][library == "keras"]
+    return layer_class(H, return_sequences=True, return_state=True, **kwargs)
+
+
+TO_TORCH = {
+    "ours_rnn": lambda: _sequence_layer("rnn", "ours"),
+    "keras_rnn_relu": lambda: _sequence_layer("rnn", "keras", activation="relu"),
+    "ours_lstm": lambda: _sequence_layer("lstm", "ours"),
+    "keras_lstm_no_bias": lambda: _sequence_layer("lstm", "keras", use_bias=False),
+    "ours_gru": lambda: _sequence_layer("gru", "ours"),
+    "keras_gru": lambda: _sequence_layer("gru", "keras"),
+    "ours_bidirectional_lstm": lambda: keras.layers.Bidirectional(
+        _sequence_layer("lstm", "ours")
+    ),
+    "keras_bidirectional_gru": lambda: keras.layers.Bidirectional(
+        _sequence_layer("gru", "keras")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TO_TORCH))
+def test_to_torch_gives_outputs_and_final_states(name):
+    layer = _built(TO_TORCH[name]())
+    module = interop.to_torch(layer)
+    assert module.batch_first
+    directions = 2 if module.bidirectional else 1
+    num_states = 2 if isinstance(module, torch.nn.LSTM) else 1
+    rng = np.random.default_rng(4)
+    # [h, (c)] per direction, as Keras takes them; PyTorch stacks directions.
+    states = [
+        rng.normal(size=(B, H)).astype("float32")
+        for _ in range(directions * num_states)
+    ]
+    by_kind = [np.stack(states[i::num_states]) for i in range(num_states)]
+    torch_states = tuple(torch.from_numpy(s) for s in by_kind)
+    x = random_inputs(B, T, F)
+    outputs, *final = layer(x, initial_state=states)
+    expected_outputs, expected_final = _run_torch(
+        module, x, torch_states if num_states == 2 else torch_states[0]
+    )
+    assert_all_close(outputs, expected_outputs)
+    final = [
+        np.stack([_numpy(s) for s in final[i::num_states]]) for i in range(num_states)
+    ]
+    assert_all_close(final, expected_final)
+    # And back: the same weights, exactly.
+    again = interop.from_torch(module)
+    for ours, theirs in zip(again.get_weights(), layer.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+REFUSED = {
+    "peepholes": (lambda: kr.LSTM(H), "use_peepholes=True"),
+    "reset_before": (lambda: kr.GRU(H, reset_after=False), "reset_after=False"),
+    "keras_reset_before": (
+        lambda: keras.layers.GRU(H, reset_after=False),
+        "reset_after=False",
+    ),
+    "hard_sigmoid": (
+        lambda: keras.layers.LSTM(H, recurrent_activation="hard_sigmoid"),
+        "recurrent_activation=hard_sigmoid",
+    ),
+    "rnn_sigmoid": (
+        lambda: kr.SimpleRNN(H, activation="sigmoid"),
+        "activation=sigmoid",
+    ),
+    "gru_relu": (lambda: kr.GRU(H, activation="relu"), "activation=relu"),
+    "go_backwards": (
+        lambda: keras.layers.GRU(H, go_backwards=True),
+        "go_backwards=True",
+    ),
+    "merge_mode": (
+        lambda: keras.layers.Bidirectional(kr.GRU(H), merge_mode="sum"),
+        "merge_mode='sum'",
+    ),
+    "not_recurrent": (lambda: keras.layers.Dense(H), "layer=Dense"),
+    "not_built": (lambda: kr.GRU(H), "not built"),
+}
+
+
+def _with_cell_option(layer, option, value):
+    # The variants' options, read by name: a cell that has one set is refused.
+    setattr(layer.cell, option, value)
+    return layer
+
+
+REFUSED.update(
+    {
+        "layer_norm": (
+            lambda: _with_cell_option(kr.GRU(H), "use_layer_norm", True),
+            "use_layer_norm=True",
+        ),
+        "cell_clip": (
+            lambda: _with_cell_option(
+                kr.LSTM(H, use_peepholes=False), "cell_clip", 3.0
+            ),
+            "cell_clip=3.0",
+        ),
+    }
+)
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_to_torch_refuses_what_torch_cannot_compute(name):
+    make, message = REFUSED[name]
+    with pytest.raises(ValueError, match=f"Received: .*{re.escape(message)}"):
+        interop.to_torch(make())
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: torch.nn.LSTM(F, H, proj_size=2), "proj_size=2"),
+        (lambda: torch.nn.Linear(F, H), "module=Linear"),
+    ],
+    ids=["proj_size", "not_recurrent"],
+)
+def test_from_torch_refuses(make, message):
+    with pytest.raises(ValueError, match=f"Received: {re.escape(message)}"):
+        interop.from_torch(make())
+
+
+# -- Keras 2 -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keras2():
+    """Keras 2's recurrent layers, as they ship inside TensorFlow."""
+    return pytest.importorskip("tensorflow.python.keras.layers.recurrent")
+
+
+def test_keras2_hard_sigmoid_is_keras2s(keras2):
+    import tensorflow as tf
+    from tensorflow.python.keras import backend as keras2_backend
+
+    x = np.linspace(-4, 4, 81).astype("float32")  # both kinks on the grid
+    expected = keras2_backend.hard_sigmoid(tf.constant(x)).numpy()
+    assert_all_close(interop.keras2_hard_sigmoid(x), expected, atol=0)
+    assert np.abs(_numpy(keras.activations.hard_sigmoid(x)) - expected).max() > 0.05
+
+
+KERAS2 = {
+    "peephole_lstm": lambda k2: k2.RNN(k2.PeepholeLSTMCell(H), return_sequences=True),
+    "lstm": lambda k2: k2.LSTM(H, return_sequences=True),
+    "gru": lambda k2: k2.GRU(H, return_sequences=True),  # reset_after=False
+}
+
+
+@pytest.mark.parametrize("name", list(KERAS2))
+def test_from_keras2_reproduces_keras2_default(keras2, name):
+    import tensorflow as tf
+
+    theirs = KERAS2[name](keras2)
+    assert theirs.cell.recurrent_activation.__name__ == "hard_sigmoid"  # default
+    x = random_inputs(B, T, F)
+    theirs(tf.constant(x))
+    rng = np.random.default_rng(6)
+    # Large weights, so that gates reach both ends of the hard sigmoid.
+    theirs.set_weights(
+        [rng.normal(scale=1.0, size=w.shape).astype("float32") for w in theirs.weights]
+    )
+    expected = theirs(tf.constant(x)).numpy()
+    ours = interop.from_keras2(theirs)
+    assert ours.cell.recurrent_activation is interop.keras2_hard_sigmoid
+    assert_all_close(ours(x), expected, atol=1e-6)
+    # Keras 3's own "hard_sigmoid" is another function: it does not.
+    config = {**ours.get_config(), "recurrent_activation": "hard_sigmoid"}
+    keras3 = type(ours).from_config(config)
+    keras3.build((None, None, F))
+    keras3.set_weights(ours.get_weights())
+    assert np.abs(_numpy(keras3(x)) - expected).max() > 1e-2
+
+
+def test_keras2_hard_sigmoid_saves_and_loads_safely(tmp_path):
+    layer = kr.LSTM(H, recurrent_activation=interop.keras2_hard_sigmoid)
+    model = keras.Sequential([keras.Input((None, F)), layer])
+    x = random_inputs(B, T, F)
+    path = tmp_path / "keras2.keras"
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    assert restored.layers[0].cell.recurrent_activation is interop.keras2_hard_sigmoid
+    assert_all_close(restored(x), model(x), atol=0)
+
+
+def test_from_keras2_refuses_other_layers():
+    with pytest.raises(ValueError, match="Received: Dense"):
+        interop.from_keras2(keras.layers.Dense(H))

@@ -28,6 +28,41 @@ class GRUCell(StepCell, keras.layers.GRUCell):
     ``bias (2, 3 * units)`` (input ``b`` and recurrent ``b'``) when
     ``reset_after=True``, ``bias (3 * units,)`` otherwise.
 
+    With ``use_layer_norm=True`` (Ba, Kiros & Hinton, 2016) the matmuls are
+    layer-normalised,
+
+    .. math::
+
+        \\mathrm{LN}(z) = \\frac{z - \\mathrm{mean}(z)}
+            {\\sqrt{\\mathrm{var}(z) + \\epsilon}} \\odot \\gamma + \\beta
+
+    over the last axis, with the population variance and ``epsilon =
+    layer_norm_epsilon``. ``LN_x`` normalises ``x_t W`` over all three gates
+    (``3 * units`` features), before the input bias ``b``. With
+    ``reset_after=True``, ``LN_h`` normalises ``h_{t-1} U`` over all three
+    gates, before the recurrent bias ``b'``: the equations above read
+    ``LN_x(x_t W) + b`` and ``LN_h(h_{t-1} U) + b'`` in place of
+    ``x_t W + b`` and ``h_{t-1} U + b'``. With ``reset_after=False`` the
+    product ``h_{t-1} U`` over all three gates is never computed: the
+    candidate reads ``(r_t * h_{t-1}) U_h``. There ``LN_h`` is two
+    normalisations, each over its own matmul, with the matching halves of
+    the recurrent gain and offset:
+
+    .. math::
+
+        [z_t, r_t] &= \\sigma(\\mathrm{LN}_x(x_t W)_{zr} + b_{zr}
+            + \\mathrm{LN}(h_{t-1} U_{zr};\\, \\gamma_{zr}, \\beta_{zr})) \\\\
+        \\tilde h_t &= \\phi(\\mathrm{LN}_x(x_t W)_h + b_h
+            + \\mathrm{LN}((r_t \\odot h_{t-1}) U_h;\\, \\gamma_h, \\beta_h))
+
+    with ``gamma_zr, beta_zr`` the first ``2 * units`` entries of
+    ``recurrent_norm_gamma`` and ``recurrent_norm_beta``, and ``gamma_h,
+    beta_h`` the last ``units``. The gains and offsets are weights of shape
+    ``(3 * units,)`` after the bias, in this order: ``kernel_norm_gamma``,
+    ``kernel_norm_beta`` (of ``LN_x``), ``recurrent_norm_gamma``,
+    ``recurrent_norm_beta`` (of ``LN_h``); the gains start at ones, the
+    offsets at zeros.
+
     Recurrent dropout drops units of ``h_{t-1}`` where it enters the
     recurrent matmul only; the carried ``z_t * h_{t-1}`` term is never
     dropped. (``keras.layers.GRUCell`` drops it too, which rescales the kept
@@ -51,6 +86,10 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         reset_after: Whether the reset gate is applied after the recurrent
             matmul (True, the cuDNN-compatible default) or before it.
         seed: Random seed for dropout.
+        use_layer_norm: Boolean, whether ``x_t W`` and the recurrent matmuls
+            are layer-normalised.
+        layer_norm_epsilon: Float > 0 added to the variance in the layer
+            normalisations.
 
     Call arguments:
         inputs: ``(batch, features)`` tensor.
@@ -77,6 +116,8 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         recurrent_dropout=0.0,
         reset_after=True,
         seed=None,
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
@@ -103,22 +144,40 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         # Keras gives each gate its own dropout mask when recurrent_dropout is
         # set; here one input mask and one recurrent mask serve all gates.
         self.dropout_mask_count = None
+        self.use_layer_norm = use_layer_norm
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_layer_norm:
+            width = 3 * self.units
+            self.build_layer_norm({"kernel": width, "recurrent": width})
 
     def project_inputs(self, inputs):
         projected = _ops.matmul(inputs, self.kernel)
+        if self.use_layer_norm:
+            projected = self.layer_norm(
+                projected, self.kernel_norm_gamma, self.kernel_norm_beta
+            )
         if self.use_bias:
             projected = projected + (self.bias[0] if self.reset_after else self.bias)
         return projected
 
     def step_weights(self):
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
+        weights = [ops.convert_to_tensor(self.recurrent_kernel)]
         if self.reset_after and self.use_bias:
-            return recurrent_kernel, self.bias[1]
-        return (recurrent_kernel,)
+            weights.append(self.bias[1])
+        if self.use_layer_norm:
+            weights += [
+                ops.convert_to_tensor(self.recurrent_norm_gamma),
+                ops.convert_to_tensor(self.recurrent_norm_beta),
+            ]
+        return tuple(weights)
 
     def fused_kernel(self):
         plain = (
-            self.reset_after
+            not self.use_layer_norm
+            and self.reset_after
             and self.activation is keras.activations.tanh
             and self.recurrent_activation is keras.activations.sigmoid
         )
@@ -128,14 +187,21 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         units = self.units
         activation = _ops.activation(self.activation, self.compute_dtype)
         gate = recurrent_activation or self.recurrent_activation
+        norm = self.use_layer_norm
         recurrent_kernel, *rest = weights
         if self.reset_after:
-            # r = h @ U for all three gates; the recurrent bias in `extra`.
+            # r = h @ U for all three gates; in `extra` the recurrent bias,
+            # then the recurrent gain and offset.
             kernel, extra = recurrent_kernel, rest
         else:
             # r = h @ U_zr; the candidate's (r_t * h) @ U_h needs the gate.
+            # Each of the two matmuls has its part of the gain and offset.
             kernel = recurrent_kernel[:, : 2 * units]
             extra = [recurrent_kernel[:, 2 * units :]]
+            if norm:
+                gamma, beta = rest
+                extra += [*_ops.split(gamma, [2 * units, units])]
+                extra += [*_ops.split(beta, [2 * units, units])]
 
         def update(projected_t, r, h_in, states, extra):
             # Gates in the compute dtype; the update of h, which accumulates
@@ -145,18 +211,36 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             h_tm1 = states[0]
             x_zr, x_h = _ops.split(projected_t, [2 * units, units])
             if self.reset_after:
-                inner = r + extra[0] if extra else r
+                inner = r
+                if norm:
+                    inner = self.layer_norm(inner, extra[-2], extra[-1])
+                if self.use_bias:
+                    inner = inner + extra[0]
                 inner_zr, inner_h = _ops.split(inner, [2 * units, units])
                 z, r_t = _ops.split(gate(x_zr + inner_zr), [units] * 2)
                 candidate = activation(x_h + r_t * inner_h)
             else:
+                u_h, *norm_weights = extra
+                if norm:
+                    gamma_zr, gamma_h, beta_zr, beta_h = norm_weights
+                    r = self.layer_norm(r, gamma_zr, beta_zr)
                 z, r_t = _ops.split(gate(x_zr + r), [units] * 2)
-                candidate = activation(x_h + (r_t * h_in) @ extra[0])
+                inner_h = (r_t * h_in) @ u_h
+                if norm:
+                    inner_h = self.layer_norm(inner_h, gamma_h, beta_h)
+                candidate = activation(x_h + inner_h)
             z = _ops.cast(z, h_tm1.dtype)
             h = z * h_tm1 + (1 - z) * _ops.cast(candidate, h_tm1.dtype)
             return [h]
 
         return kernel, update, extra
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "use_layer_norm": self.use_layer_norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
 
 
 class GRU(RecurrentLayer):
@@ -166,7 +250,9 @@ class GRU(RecurrentLayer):
     weights (see :class:`GRUCell`) and outputs, with the one documented
     difference under recurrent dropout in training. On TensorFlow and
     PyTorch the input projection ``x_t W + b`` is computed for every time
-    step in one matmul before the time loop.
+    step in one matmul before the time loop. With ``use_layer_norm=True``
+    the matmuls are layer-normalised, with four more weights (see
+    :class:`GRUCell`).
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -198,6 +284,10 @@ class GRU(RecurrentLayer):
             matmul (True, the default) or before it.
         use_cudnn: Accepted for compatibility: ``"auto"`` and ``False`` run
             this layer's own loop; ``True`` raises, as there is no cuDNN path.
+        use_layer_norm: Boolean, whether ``x_t W`` and the recurrent matmuls
+            are layer-normalised.
+        layer_norm_epsilon: Float > 0 added to the variance in the layer
+            normalisations.
 
     Call arguments:
         sequences: ``(batch, time, features)`` tensor.
@@ -214,6 +304,8 @@ class GRU(RecurrentLayer):
 
     recurrent_activation = cell_property("recurrent_activation")
     reset_after = cell_property("reset_after")
+    use_layer_norm = cell_property("use_layer_norm")
+    layer_norm_epsilon = cell_property("layer_norm_epsilon")
 
     cell_class = GRUCell
 
@@ -243,6 +335,8 @@ class GRU(RecurrentLayer):
         unroll=False,
         reset_after=True,
         use_cudnn="auto",
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
@@ -265,6 +359,8 @@ class GRU(RecurrentLayer):
             recurrent_dropout=recurrent_dropout,
             reset_after=reset_after,
             seed=seed,
+            use_layer_norm=use_layer_norm,
+            layer_norm_epsilon=layer_norm_epsilon,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="gru_cell",

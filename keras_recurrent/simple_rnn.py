@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_recurrent import _ops
-from keras_recurrent._base import RecurrentLayer
+from keras_recurrent._base import RecurrentLayer, cell_property
 from keras_recurrent._cell import FusedKernel, StepCell
 from keras_recurrent._checks import check_arguments
 
@@ -19,6 +19,23 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     with ``W = kernel (features, units)``, ``U = recurrent_kernel (units,
     units)``, ``b = bias (units,)`` and ``phi = activation``: the weights and
     numbers of ``keras.layers.SimpleRNNCell``.
+
+    With ``use_layer_norm=True`` (Ba, Kiros & Hinton, 2016) both matmuls are
+    layer-normalised, each with its own gain and offset:
+
+    .. math::
+
+        h_t = \\phi(\\mathrm{LN}_x(x_t W) + b + \\mathrm{LN}_h(h_{t-1} U)),
+        \\quad
+        \\mathrm{LN}(z) = \\frac{z - \\mathrm{mean}(z)}
+            {\\sqrt{\\mathrm{var}(z) + \\epsilon}} \\odot \\gamma + \\beta
+
+    over the ``units`` features of each row, with the population variance
+    and ``epsilon = layer_norm_epsilon``. The gains and offsets are weights
+    of shape ``(units,)`` after the bias, in this order:
+    ``kernel_norm_gamma``, ``kernel_norm_beta`` (of ``LN_x``),
+    ``recurrent_norm_gamma``, ``recurrent_norm_beta`` (of ``LN_h``); the
+    gains start at ones, the offsets at zeros.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -35,6 +52,10 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
         recurrent_dropout: Float in [0, 1): fraction of the recurrent units
             to drop.
         seed: Random seed for dropout.
+        use_layer_norm: Boolean, whether ``x_t W`` and ``h_{t-1} U`` are
+            layer-normalised.
+        layer_norm_epsilon: Float > 0 added to the variance in the layer
+            normalisations.
 
     Call arguments:
         inputs: ``(batch, features)`` tensor.
@@ -48,8 +69,6 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     >>> layer(np.zeros((2, 3, 5))).shape
     (2, 4)
     """
-
-    update_sums_inputs = True
 
     def __init__(
         self,
@@ -68,6 +87,8 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
         dropout=0.0,
         recurrent_dropout=0.0,
         seed=None,
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
@@ -89,17 +110,39 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
             seed=seed,
             **kwargs,
         )
+        self.use_layer_norm = use_layer_norm
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+
+    @property
+    def update_sums_inputs(self):
+        """Whether ``update`` reads ``x_t W + b`` and ``h_{t-1} U`` only
+        through their sum: not when the second is layer-normalised."""
+        return not self.use_layer_norm
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_layer_norm:
+            self.build_layer_norm({"kernel": self.units, "recurrent": self.units})
 
     def project_inputs(self, inputs):
         projected = _ops.matmul(inputs, self.kernel)
+        if self.use_layer_norm:
+            projected = self.layer_norm(
+                projected, self.kernel_norm_gamma, self.kernel_norm_beta
+            )
         if self.use_bias:
             projected = projected + self.bias
         return projected
 
     def step_weights(self):
-        return (ops.convert_to_tensor(self.recurrent_kernel),)
+        names = ("recurrent_kernel",)
+        if self.use_layer_norm:
+            names += ("recurrent_norm_gamma", "recurrent_norm_beta")
+        return tuple(ops.convert_to_tensor(getattr(self, name)) for name in names)
 
     def fused_kernel(self):
+        if self.use_layer_norm:
+            return None  # no fused kernel normalises its matmuls
         if self.activation is keras.activations.tanh:
             return FusedKernel("rnn_tanh", self.layer_weights)
         if self.activation is keras.activations.relu:
@@ -108,16 +151,26 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
 
     def step_parts(self, weights, recurrent_activation=None):
         # recurrent_activation: there is no gate to apply it to.
-        (recurrent_kernel,) = weights
+        # With layer norm, the recurrent gain and offset in `extra`.
+        recurrent_kernel, *extra = weights
         activation = _ops.activation(
             self.activation or keras.activations.linear, self.compute_dtype
         )
 
         def update(projected_t, r, h_in, states, extra):
             # Computes in the compute dtype; returns h in the dtype of h_tm1.
+            if extra:
+                r = self.layer_norm(r, *extra)
             return [_ops.cast(activation(projected_t + r), states[0].dtype)]
 
-        return recurrent_kernel, update, []
+        return recurrent_kernel, update, extra
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "use_layer_norm": self.use_layer_norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
 
 
 class SimpleRNN(RecurrentLayer):
@@ -127,7 +180,8 @@ class SimpleRNN(RecurrentLayer):
     same defaults, same weights (``kernel``, ``recurrent_kernel``, ``bias``),
     same outputs. On TensorFlow and PyTorch the input projection
     ``x_t W + b`` is computed for every time step in one matmul before the
-    time loop.
+    time loop. With ``use_layer_norm=True`` both matmuls are
+    layer-normalised, with four more weights (see :class:`SimpleRNNCell`).
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -158,6 +212,10 @@ class SimpleRNN(RecurrentLayer):
             steps).
         use_cudnn: Accepted for compatibility: ``"auto"`` and ``False`` run
             this layer's own loop; ``True`` raises, as there is no cuDNN path.
+        use_layer_norm: Boolean, whether ``x_t W`` and ``h_{t-1} U`` are
+            layer-normalised.
+        layer_norm_epsilon: Float > 0 added to the variance in the layer
+            normalisations.
 
     Call arguments:
         sequences: ``(batch, time, features)`` tensor.
@@ -171,6 +229,9 @@ class SimpleRNN(RecurrentLayer):
     >>> layer(np.zeros((2, 3, 5))).shape
     (2, 3, 4)
     """
+
+    use_layer_norm = cell_property("use_layer_norm")
+    layer_norm_epsilon = cell_property("layer_norm_epsilon")
 
     cell_class = SimpleRNNCell
 
@@ -198,6 +259,8 @@ class SimpleRNN(RecurrentLayer):
         stateful=False,
         unroll=False,
         use_cudnn="auto",
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
@@ -218,6 +281,8 @@ class SimpleRNN(RecurrentLayer):
             dropout=dropout,
             recurrent_dropout=recurrent_dropout,
             seed=seed,
+            use_layer_norm=use_layer_norm,
+            layer_norm_epsilon=layer_norm_epsilon,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="simple_rnn_cell",

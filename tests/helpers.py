@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import reference
 
 import keras_recurrent as kr
 
@@ -81,14 +82,38 @@ class Variant(NamedTuple):
     kwargs: dict  # constructor arguments
     num_states: int
     # step(x_t, states, weights, **kwargs) -> new_states, from tests/reference.py,
-    # with ``weights`` in get_weights() order.
+    # with ``weights`` in get_weights() order and ``kwargs`` the variant's own
+    # (tests/test_variants.py calls it so).
     reference_step: Callable
 
 
 # Every variant configuration, by name; tests/test_variants.py runs each
 # through masks, go_backwards, initial and streamed states, dropout,
 # Bidirectional, keras.layers.RNN and saving, against its reference.
-VARIANTS = {}
+VARIANTS = {
+    "simple_rnn_layer_norm": Variant(
+        kr.SimpleRNN,
+        kr.SimpleRNNCell,
+        {"use_layer_norm": True},
+        1,
+        reference.simple_rnn_step,
+    ),
+    "gru_layer_norm": Variant(
+        kr.GRU,
+        kr.GRUCell,
+        {"reset_after": True, "use_layer_norm": True},
+        1,
+        reference.gru_step,
+    ),
+    # An epsilon of its own: a layer that ignored it would differ.
+    "gru_reset_before_layer_norm": Variant(
+        kr.GRU,
+        kr.GRUCell,
+        {"reset_after": False, "use_layer_norm": True, "layer_norm_epsilon": 0.05},
+        1,
+        reference.gru_step,
+    ),
+}
 
 PEEPHOLES = (
     "input_gate_peephole_weights",

@@ -212,7 +212,15 @@ def from_torch(module):
         (which PyTorch, too, applies in training only).
 
     Raises:
-        ValueError: for another module, or a module with ``proj_size``.
+        ValueError: for another module, a module with ``proj_size``, or one
+            in another dtype.
+
+    Example:
+
+    >>> module = torch.nn.LSTM(5, 4, num_layers=2, batch_first=True)
+    >>> model = from_torch(module)  # a keras.Sequential of two LSTMs
+    >>> model(np.zeros((2, 3, 5))).shape
+    (2, 3, 4)
     """
     import torch
 
@@ -228,6 +236,11 @@ def from_torch(module):
             f"proj_size={module.proj_size}"
         )
     dtype = keras.backend.standardize_dtype(module.weight_ih_l0.dtype)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(
+            "from_torch converts float32 and float64 modules; convert the "
+            f"module with .float() first. Received: dtype={dtype}"
+        )
     directions = 2 if module.bidirectional else 1
     blocks = []
     features = module.input_size
@@ -336,7 +349,16 @@ def to_torch(layer):
         ValueError: for a layer PyTorch cannot compute, naming the argument
             and its value (``use_peepholes=True``, ``reset_after=False``,
             ``recurrent_activation=...``, ``go_backwards=True``,
-            ``merge_mode=...``, ...), or one that is not built.
+            ``merge_mode=...``, ``dtype_policy=mixed_float16``, ...), or one
+            that is not built.
+
+    Example:
+
+    >>> layer = keras_recurrent.GRU(4, return_sequences=True)
+    >>> _ = layer(np.zeros((2, 3, 5)))  # builds it
+    >>> module = to_torch(layer)  # torch.nn.GRU(5, 4, batch_first=True)
+    >>> module(torch.zeros(2, 3, 5))[0].shape
+    torch.Size([2, 3, 4])
     """
     import torch
 
@@ -348,13 +370,14 @@ def to_torch(layer):
             f"to_torch needs a built layer, whose weights it copies. Received: "
             f"layer {layer.name!r}, not built"
         )
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(
-        keras.backend.standardize_dtype(kernel.dtype)
-    )
-    if dtype is None:
+    # A layer that computes in another dtype than its variables' (mixed
+    # precision) would compute other numbers than a module in theirs.
+    dtype_name = keras.backend.standardize_dtype(kernel.dtype)
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype_name)
+    if dtype is None or cell.compute_dtype != dtype_name:
         raise ValueError(
-            "to_torch converts float32 and float64 layers. Received: "
-            f"dtype={kernel.dtype}"
+            "to_torch converts layers that compute in float32 or float64. "
+            f"Received: dtype_policy={cell.dtype_policy.name}"
         )
     module_class, extra = {
         "RNN_TANH": (torch.nn.RNN, {"nonlinearity": "tanh"}),

@@ -197,6 +197,10 @@ REFUSED = {
     ),
     "not_recurrent": (lambda: keras.layers.Dense(H), "layer=Dense"),
     "not_built": (lambda: kr.GRU(H), "not built"),
+    "mixed_precision": (
+        lambda: _built(kr.GRU(H, dtype="mixed_float16")),
+        "dtype_policy=mixed_float16",
+    ),
 }
 
 
@@ -234,8 +238,9 @@ def test_to_torch_refuses_what_torch_cannot_compute(name):
     [
         (lambda: torch.nn.LSTM(F, H, proj_size=2), "proj_size=2"),
         (lambda: torch.nn.Linear(F, H), "module=Linear"),
+        (lambda: torch.nn.GRU(F, H).half(), "dtype=float16"),
     ],
-    ids=["proj_size", "not_recurrent"],
+    ids=["proj_size", "not_recurrent", "float16"],
 )
 def test_from_torch_refuses(make, message):
     with pytest.raises(ValueError, match=f"Received: {re.escape(message)}"):

@@ -97,6 +97,8 @@ class GRUCell(StepCell, keras.layers.GRUCell):
         training: Whether dropout is active.
     """
 
+    step_from_config = True
+
     def __init__(
         self,
         units,

@@ -70,6 +70,8 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
     (2, 4)
     """
 
+    step_from_config = True
+
     def __init__(
         self,
         units,

@@ -268,28 +268,34 @@ def _keras_block(module, k, features, dtype):
         dtype=dtype,
         **extra,
     )
-    suffixes = ("", "_reverse") if module.bidirectional else ("",)
-    weights = [_keras_weights(module, f"_l{k}{suffix}") for suffix in suffixes]
     if module.bidirectional:
         layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=dtype)
     layer.build((None, None, features))
-    layer.set_weights([w for direction in weights for w in direction])
+    directions = _directions(layer)
+    for direction, suffix in zip(directions, ("", "_reverse")):
+        for name, value in _keras_weights(module, f"_l{k}{suffix}").items():
+            getattr(direction.cell, name).assign(value)
     return layer
 
 
 def _keras_weights(module, suffix):
-    """``[kernel, recurrent_kernel, (bias)]`` in Keras's layout, as NumPy
-    arrays, from the PyTorch parameters whose names end in ``suffix``."""
+    """``{name: array}``: the Keras cell's weights by name, in Keras's
+    layout, from the PyTorch parameters whose names end in ``suffix``."""
 
     def get(name):
         return getattr(module, name + suffix).detach().cpu().numpy()
 
     is_gru = module.mode == "GRU"
     order = _torch_to_keras_gates if is_gru else (lambda w: w)
-    weights = [order(get("weight_ih")).T, order(get("weight_hh")).T]
+    weights = {
+        "kernel": order(get("weight_ih")).T,
+        "recurrent_kernel": order(get("weight_hh")).T,
+    }
     if module.bias:
         b_ih, b_hh = get("bias_ih"), get("bias_hh")
-        weights.append(np.stack([order(b_ih), order(b_hh)]) if is_gru else b_ih + b_hh)
+        weights["bias"] = (
+            np.stack([order(b_ih), order(b_hh)]) if is_gru else b_ih + b_hh
+        )
     return weights
 
 

@@ -196,6 +196,11 @@ REFUSED = {
         "merge_mode='sum'",
     ),
     "not_recurrent": (lambda: keras.layers.Dense(H), "layer=Dense"),
+    "gru_layer_norm": (lambda: kr.GRU(H, use_layer_norm=True), "use_layer_norm=True"),
+    "rnn_layer_norm": (
+        lambda: kr.SimpleRNN(H, use_layer_norm=True),
+        "use_layer_norm=True",
+    ),
     "not_built": (lambda: kr.GRU(H), "not built"),
     "mixed_precision": (
         lambda: _built(kr.GRU(H, dtype="mixed_float16")),
@@ -212,10 +217,6 @@ def _with_cell_option(layer, option, value):
 
 REFUSED.update(
     {
-        "layer_norm": (
-            lambda: _with_cell_option(kr.GRU(H), "use_layer_norm", True),
-            "use_layer_norm=True",
-        ),
         "cell_clip": (
             lambda: _with_cell_option(
                 kr.LSTM(H, use_peepholes=False), "cell_clip", 3.0

@@ -56,12 +56,16 @@ class FusedKernel(NamedTuple):
     - ``"rnn_tanh"``, ``"rnn_relu"``: ``h_t = phi(x_t W + h_{t-1} U + b)``;
     - ``"lstm"``: the LSTM without peepholes, gates ``i, f, c, o``, sigmoid
       gates and tanh;
+    - ``"lstm_projected"``: the ``"lstm"`` with ``h_t = (o_t * tanh(c_t))
+      P``, ``P`` of shape ``(units, projection_units)``, no bias and no
+      clipping (PyTorch's ``nn.LSTM(proj_size=...)``);
     - ``"gru"``: the GRU with the reset gate applied after the recurrent
       matmul, gates ``z, r, h``, sigmoid gates and tanh.
 
     ``weights()`` returns ``(kernel, recurrent_kernel, bias)`` in the cell's
     documented layout (``bias`` None without one; for ``"gru"`` of shape
-    ``(2, 3 * units)``, input and recurrent bias), read when called.
+    ``(2, 3 * units)``, input and recurrent bias), and for
+    ``"lstm_projected"`` then ``P``, read when called.
     """
 
     name: str

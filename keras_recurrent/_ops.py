@@ -83,15 +83,18 @@ def layer_norm(z, gamma, beta, epsilon):
     In float16 and bfloat16 the statistics are computed in float32 (a sum of
     squares over hundreds of features overflows float16 or loses most of its
     bits), and the result is cast back; float32 and float64 compute in their
-    own dtype. The variance is written out, as ``keras.ops.var`` returns
-    float32 for float64 on JAX and PyTorch.
+    own dtype. The means are sums over the width: ``keras.ops.mean`` (and
+    ``keras.ops.var``) compute float64 in float32 on JAX and PyTorch.
     """
     dtype = keras.backend.standardize_dtype(z.dtype)
     stats_dtype = dtype if dtype in ("float32", "float64") else "float32"
     z32 = cast(z, stats_dtype)
-    centred = z32 - ops.mean(z32, axis=-1, keepdims=True)
-    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-    normed = centred * ops.rsqrt(variance + ops.cast(epsilon, stats_dtype))
+    width = z.shape[-1]
+    centred = z32 - ops.sum(z32, axis=-1, keepdims=True) / width
+    variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / width
+    # A Python float keeps the tensor's dtype; ops.cast(epsilon, "float64")
+    # would round it to float32 first on some backends.
+    normed = centred * ops.rsqrt(variance + epsilon)
     return cast(normed * cast(gamma, stats_dtype) + cast(beta, stats_dtype), dtype)
 
 

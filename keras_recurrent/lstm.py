@@ -13,10 +13,35 @@ _PEEPHOLES = (
     "forget_gate_peephole_weights",
     "output_gate_peephole_weights",
 )
+_NORMS = (
+    "recurrent_norm_gamma",
+    "recurrent_norm_beta",
+    "cell_norm_gamma",
+    "cell_norm_beta",
+)
+
+
+def _check_projection_clip(projection_clip, projection_units):
+    """``projection_clip`` clips the projection's output: it needs one."""
+    if projection_clip is not None and projection_units is None:
+        raise ValueError(
+            "Argument `projection_clip` needs `projection_units`: it clips "
+            "the projected output h_t. Received: "
+            f"projection_clip={projection_clip!r}, projection_units=None"
+        )
+
+
+def _clip(x, bound):
+    """``x`` clipped to ``[-bound, bound]``, with ``bound`` in ``x``'s dtype:
+    ``keras.ops.clip`` given a Python float rounds it to float32 on
+    PyTorch, so float64 would clip at 0.30000001192 for 0.3."""
+    bound = ops.convert_to_tensor(bound, dtype=x.dtype)
+    return ops.clip(x, -bound, bound)
 
 
 class LSTMCell(StepCell, keras.layers.LSTMCell):
-    """Cell for one step of an LSTM, with peephole connections by default.
+    """Cell for one step of an LSTM, with peephole connections by default,
+    and optional cell clipping, projection and layer normalisation.
 
     With ``use_peepholes=True`` (Gers, Schraudolph & Schmidhuber, 2002,
     "Learning precise timing with LSTM recurrent networks"):
@@ -34,15 +59,45 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
     ``use_peepholes=False`` the ``p`` terms are absent and the cell is
     ``keras.layers.LSTMCell``, number for number.
 
+    The options, each off by default, change these equations as follows:
+
+    - ``cell_clip``: right after its update, ``c_t`` is clipped to
+      ``[-cell_clip, cell_clip]``; the output gate's peephole, ``h_t`` and
+      the next step read the clipped ``c_t`` (TF1's
+      ``LSTMCell(cell_clip=...)``).
+    - ``projection_units`` (LSTMP; Sak, Senior & Beaufays, 2014, "Long
+      short-term memory recurrent neural network architectures for large
+      scale acoustic modeling"): ``h_t = (o_t \\odot \\phi(c_t)) P`` with
+      ``P = projection_kernel (units, projection_units)`` and no bias, then
+      clipped to ``[-projection_clip, projection_clip]`` if
+      ``projection_clip`` is set. ``h`` has ``projection_units`` entries, so
+      ``U`` is ``(projection_units, 4 * units)``. TF1's
+      ``LSTMCell(num_proj, proj_clip)`` and PyTorch's
+      ``nn.LSTM(proj_size=...)``.
+    - ``use_layer_norm`` (Ba, Kiros & Hinton, 2016, "Layer normalization"):
+      ``x_t W`` and ``h_{t-1} U`` are each normalised over their
+      ``4 * units`` entries, ``LN(z) = (z - mean(z)) / sqrt(var(z) + eps)
+      \\odot \\gamma + \\beta`` with the population variance and
+      ``eps = layer_norm_epsilon``, before the bias is added; and the cell
+      state is normalised where it is read out,
+      ``h_t = o_t \\odot \\phi(LN_c(c_t))`` (before any projection). The
+      carried ``c_t`` and the peepholes see the state unnormalised. (TensorFlow
+      Addons' ``LayerNormLSTMCell`` normalised the carried state instead, so
+      its weights give other outputs here.)
+
     Weights, in ``get_weights()`` order: ``kernel (features, 4 * units)``,
     ``recurrent_kernel (units, 4 * units)``, ``bias (4 * units,)`` with the
     gates in Keras's order ``i, f, c, o``; then, with peepholes, the three
     ``(units,)`` vectors ``input_gate_peephole_weights``,
     ``forget_gate_peephole_weights`` and ``output_gate_peephole_weights``,
-    the order of Keras 2's ``PeepholeLSTMCell``.
+    the order of Keras 2's ``PeepholeLSTMCell``; with a projection,
+    ``projection_kernel (units, projection_units)``; with layer norm,
+    ``kernel_norm_gamma``, ``kernel_norm_beta``, ``recurrent_norm_gamma``,
+    ``recurrent_norm_beta`` (each ``(4 * units,)``), ``cell_norm_gamma`` and
+    ``cell_norm_beta`` (``(units,)``).
 
     Args:
-        units: Positive integer, dimensionality of the output space.
+        units: Positive integer, dimensionality of the cell state.
         activation: Activation function ``phi``. Default: ``tanh``.
         recurrent_activation: Gate activation ``sigma``. Default: ``sigmoid``.
         use_bias: Boolean, whether the layer uses a bias vector.
@@ -63,14 +118,28 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             ``"glorot_uniform"``, as in Keras 2 and TensorFlow Addons.
         peephole_regularizer: Regularizer of the peephole weights.
         peephole_constraint: Constraint of the peephole weights.
+        cell_clip: None, or a float > 0 that bounds ``|c_t|``.
+        projection_units: None, or a positive integer: the size of the
+            projected output ``h_t``.
+        projection_clip: None, or a float > 0 that bounds ``|h_t|``; only
+            with ``projection_units``.
+        projection_initializer, projection_regularizer,
+            projection_constraint: Initializer (default
+            ``"glorot_uniform"``), regularizer and constraint of the
+            projection kernel.
+        use_layer_norm: Boolean, whether to layer-normalise ``x_t W``,
+            ``h_{t-1} U`` and the cell state's read-out. Default: False.
+        layer_norm_epsilon: Float > 0 added to the variance. Default: 1e-3.
 
     Call arguments:
         inputs: ``(batch, features)`` tensor.
-        states: list ``[h, c]`` of two ``(batch, units)`` tensors.
+        states: list ``[h, c]``: ``h`` of shape ``(batch, projection_units)``
+            (``(batch, units)`` without a projection), ``c`` of shape
+            ``(batch, units)``.
         training: Whether dropout is active.
     """
 
-    update_sums_inputs = True
+    step_from_config = True
 
     def __init__(
         self,
@@ -95,9 +164,18 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         peephole_initializer="glorot_uniform",
         peephole_regularizer=None,
         peephole_constraint=None,
+        cell_clip=None,
+        projection_units=None,
+        projection_clip=None,
+        projection_initializer="glorot_uniform",
+        projection_regularizer=None,
+        projection_constraint=None,
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
+        _check_projection_clip(projection_clip, projection_units)
         super().__init__(
             int(units),  # a NumPy integer would fail Keras's state_size checks
             activation=activation,
@@ -125,9 +203,33 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         self.peephole_initializer = keras.initializers.get(peephole_initializer)
         self.peephole_regularizer = keras.regularizers.get(peephole_regularizer)
         self.peephole_constraint = keras.constraints.get(peephole_constraint)
+        self.cell_clip = None if cell_clip is None else float(cell_clip)
+        self.projection_units = (
+            None if projection_units is None else int(projection_units)
+        )
+        self.projection_clip = (
+            None if projection_clip is None else float(projection_clip)
+        )
+        self.projection_initializer = keras.initializers.get(projection_initializer)
+        self.projection_regularizer = keras.regularizers.get(projection_regularizer)
+        self.projection_constraint = keras.constraints.get(projection_constraint)
+        self.use_layer_norm = use_layer_norm
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        if self.projection_units is not None:
+            self.state_size = [self.projection_units, self.units]
+            self.output_size = self.projection_units
+
+    @property
+    def update_sums_inputs(self):
+        """Whether ``update`` reads ``projected_t`` and ``r`` only through
+        their sum: not with layer norm, which normalises ``r`` alone."""
+        return not self.use_layer_norm
 
     def build(self, input_shape):
-        super().build(input_shape)
+        if self.projection_units is None:
+            super().build(input_shape)
+        else:
+            self._build_projected(input_shape)
         if self.use_peepholes:
             for index, name in enumerate(_PEEPHOLES):
                 setattr(
@@ -141,6 +243,67 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
                         constraint=self.peephole_constraint,
                     ),
                 )
+        if self.projection_units is not None:
+            self.projection_kernel = self.add_weight(
+                shape=(self.units, self.projection_units),
+                name="projection_kernel",
+                initializer=self.projection_initializer,
+                regularizer=self.projection_regularizer,
+                constraint=self.projection_constraint,
+            )
+        if self.use_layer_norm:
+            gates = 4 * self.units
+            self.build_layer_norm(
+                {"kernel": gates, "recurrent": gates, "cell": self.units}
+            )
+
+    def _build_projected(self, input_shape):
+        """``keras.layers.LSTMCell.build`` with a recurrent kernel of shape
+        ``(projection_units, 4 * units)``: the weights, names, initializers
+        and order of Keras's cell, which sizes it by ``units``."""
+        keras.layers.Layer.build(self, input_shape)
+        gates = 4 * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], gates),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.projection_units, gates),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(gates,),
+                name="bias",
+                initializer=self._bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def _bias_initializer(self):
+        """The bias initializer, with the forget gate's block at 1 when
+        ``unit_forget_bias`` (as in ``keras.layers.LSTMCell``)."""
+        if not self.unit_forget_bias:
+            return self.bias_initializer
+        units = self.units
+
+        def initializer(_, *args, **kwargs):
+            return ops.concatenate(
+                [
+                    self.bias_initializer((units,), *args, **kwargs),
+                    keras.initializers.get("ones")((units,), *args, **kwargs),
+                    self.bias_initializer((2 * units,), *args, **kwargs),
+                ]
+            )
+
+        return initializer
 
     def _peephole_initializer(self, index):
         """The initializer of peephole vector ``index``, a draw of its own.
@@ -162,58 +325,110 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
 
     def project_inputs(self, inputs):
         projected = _ops.matmul(inputs, self.kernel)
+        if self.use_layer_norm:
+            projected = self.layer_norm(
+                projected, self.kernel_norm_gamma, self.kernel_norm_beta
+            )
         if self.use_bias:
             projected = projected + self.bias
         return projected
 
     def step_weights(self):
-        names = ("recurrent_kernel", *(_PEEPHOLES if self.use_peepholes else ()))
+        names = ["recurrent_kernel"]
+        if self.use_peepholes:
+            names += _PEEPHOLES
+        if self.projection_units is not None:
+            names.append("projection_kernel")
+        if self.use_layer_norm:
+            names += _NORMS
         return tuple(ops.convert_to_tensor(getattr(self, name)) for name in names)
 
     def fused_kernel(self):
         plain = (
             not self.use_peepholes
+            and self.cell_clip is None
+            and self.projection_clip is None
+            and not self.use_layer_norm
             and self.activation is keras.activations.tanh
             and self.recurrent_activation is keras.activations.sigmoid
         )
-        return FusedKernel("lstm", self.layer_weights) if plain else None
+        if not plain:
+            return None
+        if self.projection_units is None:
+            return FusedKernel("lstm", self.layer_weights)
+        return FusedKernel("lstm_projected", self._projected_weights)
+
+    def _projected_weights(self):
+        return (
+            *self.layer_weights(),
+            ops.convert_to_tensor(self.projection_kernel),
+        )
 
     def step_parts(self, weights, recurrent_activation=None):
-        recurrent_kernel, *peepholes = weights
+        recurrent_kernel, *rest = weights
+        # extra: [p_if, p_o] with peepholes (the input and forget gates'
+        # vectors side by side), then the projection kernel, then the
+        # recurrent and cell norms' gains and offsets, each when present.
+        extra = []
+        if self.use_peepholes:
+            p_i, p_f, p_o = rest[:3]
+            extra = [ops.concatenate([p_i, p_f]), p_o]
+            rest = rest[3:]
+        extra += rest
+        return recurrent_kernel, self._update(recurrent_activation), extra
+
+    def _update(self, recurrent_activation):
+        """The step after its recurrent matmul (see ``StepCell.step_parts``)."""
         activation = _ops.activation(self.activation, self.compute_dtype)
         gate = recurrent_activation or self.recurrent_activation
         units = self.units
         compute_dtype = self.compute_dtype
-        # With peepholes, the input and forget gates' vectors side by side.
-        extra = []
-        if self.use_peepholes:
-            p_i, p_f, p_o = peepholes
-            extra = [ops.concatenate([p_i, p_f]), p_o]
+        use_peepholes = self.use_peepholes
+        projecting = self.projection_units is not None
+        use_layer_norm = self.use_layer_norm
+        cell_clip, projection_clip = self.cell_clip, self.projection_clip
 
         def update(projected_t, r, h_in, states, extra):
             # Gates in the compute dtype; the cell state, which accumulates
-            # over time, in the dtype of c_tm1 (see RecurrentLayer). Each
-            # activation runs once over adjacent gates, not once per gate:
-            # the same numbers, in fewer and larger ops.
+            # over time, in the dtype of c_tm1 (see RecurrentLayer), and so
+            # its clipping too. Each activation runs once over adjacent
+            # gates, not once per gate: the same numbers, in fewer and
+            # larger ops.
             h_tm1, c_tm1 = states
+            extra = iter(extra)
+            if use_peepholes:
+                p_if, p_o = next(extra), next(extra)
+            if projecting:
+                projection_kernel = next(extra)
+            if use_layer_norm:
+                r = self.layer_norm(r, next(extra), next(extra))
+                cell_gamma, cell_beta = next(extra), next(extra)
             z = projected_t + r
             z_if, z_g, z_o = _ops.split(z, [2 * units, units, units])
             g = activation(z_g)
-            if extra:
-                p_if, p_o = extra
+            if use_peepholes:
                 c_in = _ops.cast(c_tm1, compute_dtype)
                 z_if = z_if + p_if * ops.concatenate([c_in, c_in], -1)
                 i, f = _ops.split(gate(z_if), [units, units])
             else:
                 i, f, _, o = _ops.split(gate(z), [units] * 4)
             c = _ops.cast(f, c_tm1.dtype) * c_tm1 + _ops.cast(i * g, c_tm1.dtype)
+            if cell_clip is not None:
+                c = _clip(c, cell_clip)
             c_out = _ops.cast(c, compute_dtype)
-            if extra:
+            if use_peepholes:
                 o = gate(z_o + p_o * c_out)
-            h = _ops.cast(o * activation(c_out), h_tm1.dtype)
-            return [h, c]
+            if use_layer_norm:
+                c_out = self.layer_norm(c_out, cell_gamma, cell_beta)
+            h = o * activation(c_out)
+            if projecting:
+                # The backend's own matmul, as for r (see make_step).
+                h = h @ projection_kernel
+            if projection_clip is not None:
+                h = _clip(h, projection_clip)
+            return [_ops.cast(h, h_tm1.dtype), c]
 
-        return recurrent_kernel, update, extra
+        return update
 
     def get_config(self):
         return {
@@ -228,20 +443,36 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             "peephole_constraint": keras.constraints.serialize(
                 self.peephole_constraint
             ),
+            "cell_clip": self.cell_clip,
+            "projection_units": self.projection_units,
+            "projection_clip": self.projection_clip,
+            "projection_initializer": keras.initializers.serialize(
+                self.projection_initializer
+            ),
+            "projection_regularizer": keras.regularizers.serialize(
+                self.projection_regularizer
+            ),
+            "projection_constraint": keras.constraints.serialize(
+                self.projection_constraint
+            ),
+            "use_layer_norm": self.use_layer_norm,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
         }
 
 
 class LSTM(RecurrentLayer):
-    """Long short-term memory layer, with peephole connections by default.
+    """Long short-term memory layer, with peephole connections by default,
+    and optional cell clipping, projection (LSTMP) and layer normalisation.
 
-    With ``use_peepholes=False`` this is a drop-in replacement for
-    ``keras.layers.LSTM``: same arguments, defaults, weights and outputs.
-    With ``use_peepholes=True`` (the default) the input and forget gates see
-    the previous cell state and the output gate sees the new one (Gers,
-    Schraudolph & Schmidhuber, 2002); see :class:`LSTMCell` for the equations
-    and the weight layout. On TensorFlow and PyTorch the input projection
-    ``x_t W + b`` is computed for every time step in one matmul before the
-    time loop.
+    With ``use_peepholes=False`` and no other option this is a drop-in
+    replacement for ``keras.layers.LSTM``: same arguments, defaults, weights
+    and outputs. With ``use_peepholes=True`` (the default) the input and
+    forget gates see the previous cell state and the output gate sees the
+    new one (Gers, Schraudolph & Schmidhuber, 2002); see :class:`LSTMCell`
+    for the equations of every option and the weight layout. On TensorFlow
+    and PyTorch the input projection ``x_t W + b`` (layer-normalised before
+    the bias, with ``use_layer_norm``) is computed for every time step in one
+    matmul before the time loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -276,10 +507,23 @@ class LSTM(RecurrentLayer):
         use_peepholes: Boolean, whether to use peephole connections.
         peephole_initializer, peephole_regularizer, peephole_constraint:
             Initializer, regularizer and constraint of the peephole weights.
+        cell_clip: None, or a float > 0 that bounds ``|c_t|``.
+        projection_units: None, or a positive integer: the size of the
+            projected output ``h_t``, and so of the layer's output.
+        projection_clip: None, or a float > 0 that bounds ``|h_t|``; only
+            with ``projection_units``.
+        projection_initializer, projection_regularizer,
+            projection_constraint: Initializer, regularizer and constraint
+            of the projection kernel.
+        use_layer_norm: Boolean, whether to layer-normalise ``x_t W``,
+            ``h_{t-1} U`` and the cell state's read-out.
+        layer_norm_epsilon: Float > 0 added to the variance. Default: 1e-3.
 
     Call arguments:
         sequences: ``(batch, time, features)`` tensor.
-        initial_state: optional list ``[h, c]`` of ``(batch, units)`` tensors.
+        initial_state: optional list ``[h, c]``: ``h`` of shape
+            ``(batch, projection_units)`` (``(batch, units)`` without a
+            projection), ``c`` of shape ``(batch, units)``.
         mask: optional ``(batch, time)`` boolean tensor.
         training: Whether dropout is active.
 
@@ -302,6 +546,14 @@ class LSTM(RecurrentLayer):
     peephole_initializer = cell_property("peephole_initializer")
     peephole_regularizer = cell_property("peephole_regularizer")
     peephole_constraint = cell_property("peephole_constraint")
+    cell_clip = cell_property("cell_clip")
+    projection_units = cell_property("projection_units")
+    projection_clip = cell_property("projection_clip")
+    projection_initializer = cell_property("projection_initializer")
+    projection_regularizer = cell_property("projection_regularizer")
+    projection_constraint = cell_property("projection_constraint")
+    use_layer_norm = cell_property("use_layer_norm")
+    layer_norm_epsilon = cell_property("layer_norm_epsilon")
 
     cell_class = LSTMCell
 
@@ -335,6 +587,14 @@ class LSTM(RecurrentLayer):
         peephole_initializer="glorot_uniform",
         peephole_regularizer=None,
         peephole_constraint=None,
+        cell_clip=None,
+        projection_units=None,
+        projection_clip=None,
+        projection_initializer="glorot_uniform",
+        projection_regularizer=None,
+        projection_constraint=None,
+        use_layer_norm=False,
+        layer_norm_epsilon=1e-3,
         **kwargs,
     ):
         check_arguments(locals())
@@ -361,6 +621,14 @@ class LSTM(RecurrentLayer):
             peephole_initializer=peephole_initializer,
             peephole_regularizer=peephole_regularizer,
             peephole_constraint=peephole_constraint,
+            cell_clip=cell_clip,
+            projection_units=projection_units,
+            projection_clip=projection_clip,
+            projection_initializer=projection_initializer,
+            projection_regularizer=projection_regularizer,
+            projection_constraint=projection_constraint,
+            use_layer_norm=use_layer_norm,
+            layer_norm_epsilon=layer_norm_epsilon,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="lstm_cell",

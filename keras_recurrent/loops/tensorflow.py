@@ -92,15 +92,20 @@ def fence(x):
     return tf.reduce_sum(tf.stack([x, tf.zeros_like(x)]), axis=0)
 
 
+#: The kernels whose cells run unfenced (see _fenced_step_parts).
+_UNFENCED = ("lstm", "lstm_projected")
+
+
 def _fenced_step_parts(cell, weights):
     """``cell.step_parts(weights)`` with its gate activation fenced, except
     for a cell without gates and for the plain LSTM (a cell that claims the
-    ``"lstm"`` kernel), whose one activation over all four gates has three
-    readers, which XLA keeps apart already: there a fence costs one more
-    pass over the gates (about 14 % of a forward pass at batch 32)."""
+    ``"lstm"`` or ``"lstm_projected"`` kernel), whose one activation over all
+    four gates has three readers, which XLA keeps apart already: there a
+    fence costs one more pass over the gates (about 14 % of a forward pass
+    at batch 32)."""
     gate = getattr(cell, "recurrent_activation", None)
     claim = claimed_kernel(cell)
-    if gate is None or (claim is not None and claim.name == "lstm"):
+    if gate is None or (claim is not None and claim.name in _UNFENCED):
         return cell.step_parts(weights)
     return cell.step_parts(weights, recurrent_activation=lambda z: fence(gate(z)))
 

@@ -22,6 +22,7 @@ _FUNCTIONS = {
     "rnn_tanh": torch.rnn_tanh,
     "rnn_relu": torch.rnn_relu,
     "lstm": torch.lstm,
+    "lstm_projected": torch.lstm,
     "gru": torch.gru,
 }
 
@@ -34,7 +35,14 @@ def serves(layer, mask, recurrent_dropout_mask):
     if cell.compute_dtype not in ("float32", "float64"):
         return False
     claim = claimed_kernel(cell)
-    return claim is not None and claim.name in _FUNCTIONS
+    if claim is None or claim.name not in _FUNCTIONS:
+        return False
+    if claim.name == "lstm_projected":
+        # torch.lstm tells a projection by h and c differing in size, and
+        # torch.nn.LSTM takes proj_size < hidden_size only.
+        h_size, c_size = cell.state_size
+        return h_size < c_size
+    return True
 
 
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
@@ -42,14 +50,16 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     :func:`keras_recurrent.loops.portable.recurrence` returns them without a
     mask; differentiable by PyTorch's autograd."""
     claim = claimed_kernel(layer.cell)
-    kernel, recurrent_kernel, bias = claim.weights()
+    kernel, recurrent_kernel, bias, *projection = claim.weights()
     # The compute dtype (float32 or float64, see serves): Keras leaves
     # integer and boolean inputs as they are.
     dtype = kernel.dtype
     sequences = sequences.to(dtype)
     if layer.go_backwards:
         sequences = torch.flip(sequences, dims=[1])
-    hx = [s.to(dtype)[None] for s in initial_state]  # (layers=1, batch, units)
+    # (layers=1, batch, size): h of projection_units entries with a
+    # projection, which is how torch.lstm tells it is there.
+    hx = [s.to(dtype)[None] for s in initial_state]
     is_gru = claim.name == "gru"
     if is_gru:
         kernel, recurrent_kernel = _gru_order(kernel), _gru_order(recurrent_kernel)
@@ -61,11 +71,14 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
             params += [_gru_order(bias[0]), _gru_order(bias[1])]
         else:
             params += [bias, torch.zeros_like(bias)]
+    has_biases = bias is not None
+    # torch's weight_hr, (projection_units, units), after the biases.
+    params += [p.T for p in projection]
     params = [p.contiguous() for p in params]
     # (input, hx, params, has_biases, num_layers, dropout, train,
     # bidirectional, batch_first)
-    options = (len(params) == 4, 1, 0.0, False, False, True)
-    if claim.name == "lstm":
+    options = (has_biases, 1, 0.0, False, False, True)
+    if claim.name in ("lstm", "lstm_projected"):
         outputs, h, c = torch.lstm(sequences, hx, params, *options)
         states = [h[0], c[0]]
     else:

@@ -113,6 +113,44 @@ VARIANTS = {
         1,
         reference.gru_step,
     ),
+    # The LSTM's options, each alone and all together (not every combination:
+    # tests/test_lstm_variants.py checks peepholes x clip x projection
+    # against TF1's cell). Small clips, so that they bind.
+    "lstm_peepholes_cell_clip": Variant(
+        kr.LSTM,
+        kr.LSTMCell,
+        {"use_peepholes": True, "cell_clip": 0.3},
+        2,
+        reference.lstm_step,
+    ),
+    "lstm_projection_clip": Variant(
+        kr.LSTM,
+        kr.LSTMCell,
+        {"use_peepholes": False, "projection_units": 2, "projection_clip": 0.3},
+        2,
+        reference.lstm_step,
+    ),
+    "lstm_layer_norm": Variant(
+        kr.LSTM,
+        kr.LSTMCell,
+        {"use_peepholes": False, "use_layer_norm": True},
+        2,
+        reference.lstm_step,
+    ),
+    "lstm_layer_norm_peepholes_projection_clips": Variant(
+        kr.LSTM,
+        kr.LSTMCell,
+        {
+            "use_peepholes": True,
+            "use_layer_norm": True,
+            "layer_norm_epsilon": 0.01,
+            "cell_clip": 0.5,
+            "projection_units": 2,
+            "projection_clip": 0.4,
+        },
+        2,
+        reference.lstm_step,
+    ),
 }
 
 PEEPHOLES = (

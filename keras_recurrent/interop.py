@@ -187,7 +187,9 @@ def from_torch(module):
 
     Layer ``k`` of the module becomes one of this package's layers with
     ``return_sequences=True`` and the module's weights: ``SimpleRNN``
-    (``nonlinearity`` tanh or relu), ``LSTM(use_peepholes=False)`` or
+    (``nonlinearity`` tanh or relu), ``LSTM(use_peepholes=False)`` (with
+    ``projection_units=proj_size`` and ``projection_kernel`` the transpose of
+    ``weight_hr`` when the module has ``proj_size``) or
     ``GRU(reset_after=True)``, wrapped in ``keras.layers.Bidirectional(
     merge_mode="concat")`` when the module is bidirectional. PyTorch's two
     biases become Keras's one (the sum, for the RNN and the LSTM) or its two
@@ -196,14 +198,15 @@ def from_torch(module):
 
     The result takes batch-major ``(batch, time, features)`` inputs whatever
     the module's ``batch_first``, and returns the module's whole output
-    sequence, ``(batch, time, num_directions * hidden_size)``. Initial states
+    sequence, ``(batch, time, num_directions * hidden_size)`` (``proj_size``
+    in place of ``hidden_size`` for a projected LSTM). Initial states
     are zeros unless passed, as in PyTorch: a single layer takes Keras's
     ``initial_state`` (for a bidirectional one, the forward states then the
     backward ones).
 
     Args:
-        module: A ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU``
-            (without ``proj_size``), in float32 or float64, on any device.
+        module: A ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU``,
+            in float32 or float64, on any device.
 
     Returns:
         A built layer when the module has one layer; otherwise a built
@@ -212,8 +215,7 @@ def from_torch(module):
         (which PyTorch, too, applies in training only).
 
     Raises:
-        ValueError: for another module, a module with ``proj_size``, or one
-            in another dtype.
+        ValueError: for another module, or one in another dtype.
 
     Example:
 
@@ -229,12 +231,6 @@ def from_torch(module):
             "from_torch takes a torch.nn.RNN, LSTM or GRU. "
             f"Received: module={type(module).__name__}"
         )
-    if getattr(module, "proj_size", 0):
-        raise ValueError(
-            "from_torch cannot convert an LSTM with a projection yet: this "
-            "package's LSTM has no projection. Received: "
-            f"proj_size={module.proj_size}"
-        )
     dtype = keras.backend.standardize_dtype(module.weight_ih_l0.dtype)
     if dtype not in ("float32", "float64"):
         raise ValueError(
@@ -248,7 +244,7 @@ def from_torch(module):
         if k and module.dropout:
             blocks.append(keras.layers.Dropout(module.dropout))
         blocks.append(_keras_block(module, k, features, dtype))
-        features = directions * module.hidden_size
+        features = directions * (_proj_size(module) or module.hidden_size)
     if len(blocks) == 1:
         return blocks[0]
     model = keras.Sequential(
@@ -261,6 +257,8 @@ def _keras_block(module, k, features, dtype):
     """Layer ``k`` of ``module`` as a built Keras layer (``Bidirectional``
     when the module is bidirectional), with its weights."""
     layer_class, extra = _FROM_TORCH[module.mode]
+    if _proj_size(module):
+        extra = {**extra, "projection_units": _proj_size(module)}
     layer = layer_class(
         module.hidden_size,
         use_bias=module.bias,
@@ -296,7 +294,14 @@ def _keras_weights(module, suffix):
         weights["bias"] = (
             np.stack([order(b_ih), order(b_hh)]) if is_gru else b_ih + b_hh
         )
+    if _proj_size(module):
+        weights["projection_kernel"] = get("weight_hr").T
     return weights
+
+
+def _proj_size(module):
+    """An LSTM's ``proj_size``; 0 (none) for the others."""
+    return getattr(module, "proj_size", 0)
 
 
 def _torch_to_keras_gates(weight):
@@ -318,7 +323,6 @@ _VARIANT_OPTIONS = {
     "use_peepholes": False,
     "use_layer_norm": False,
     "cell_clip": None,
-    "projection_units": None,
     "projection_clip": None,
 }
 
@@ -331,8 +335,11 @@ def to_torch(layer):
     ``merge_mode="concat"``, whose equations PyTorch has:
 
     - ``SimpleRNN`` with ``activation`` tanh or relu: ``torch.nn.RNN``;
-    - ``LSTM`` without peepholes (or other variants), ``activation="tanh"``
-      and ``recurrent_activation="sigmoid"``: ``torch.nn.LSTM``;
+    - ``LSTM`` without peepholes, layer norm or clipping,
+      ``activation="tanh"`` and ``recurrent_activation="sigmoid"``:
+      ``torch.nn.LSTM``, with ``proj_size=projection_units`` (and
+      ``weight_hr`` the transpose of ``projection_kernel``) for a projected
+      one;
     - ``GRU`` with ``reset_after=True`` and the same activations:
       ``torch.nn.GRU``.
 
@@ -391,6 +398,8 @@ def to_torch(layer):
         "LSTM": (torch.nn.LSTM, {}),
         "GRU": (torch.nn.GRU, {}),
     }[mode]
+    if mode == "LSTM":
+        extra["proj_size"] = _projection_units(cell)
     module = module_class(
         kernel.shape[0],
         cell.units,
@@ -405,6 +414,19 @@ def to_torch(layer):
             for name, value in _torch_weights(direction.cell, mode == "GRU"):
                 getattr(module, name + suffix).copy_(torch.from_numpy(value))
     return module
+
+
+def _projection_units(cell):
+    """The LSTM cell's ``projection_units``, 0 for none, after checking that
+    PyTorch takes it: its ``proj_size`` must be smaller than ``hidden_size``."""
+    projection_units = getattr(cell, "projection_units", None) or 0
+    if projection_units >= cell.units:
+        raise ValueError(
+            "to_torch converts a projection smaller than the cell, as PyTorch's "
+            f"proj_size must be smaller than hidden_size={cell.units}. Received: "
+            f"projection_units={projection_units}"
+        )
+    return projection_units
 
 
 def _directions(layer):
@@ -531,4 +553,7 @@ def _torch_weights(cell, is_gru):
             weights += [("bias_ih", order(bias[0])), ("bias_hh", order(bias[1]))]
         else:
             weights += [("bias_ih", bias), ("bias_hh", np.zeros_like(bias))]
+    if _projection_units(cell):
+        projection = keras.ops.convert_to_numpy(cell.projection_kernel)
+        weights.append(("weight_hr", np.ascontiguousarray(projection.T)))
     return weights

@@ -60,6 +60,7 @@ FROM_TORCH = [
     ("lstm", 2, False, True, False),
     ("gru", 1, False, False, False),
     ("gru", 2, True, True, True),
+    ("lstm_projected", 2, True, True, True),
 ]
 
 
@@ -67,13 +68,15 @@ FROM_TORCH = [
     "kind, num_layers, bidirectional, batch_first, bias", FROM_TORCH
 )
 def test_from_torch_matches_module(kind, num_layers, bidirectional, batch_first, bias):
+    projected = kind == "lstm_projected"
     module = _torch_module(
-        kind,
+        "lstm" if projected else kind,
         num_layers=num_layers,
         bidirectional=bidirectional,
         batch_first=batch_first,
         bias=bias,
         dropout=0.5 if num_layers > 1 else 0.0,
+        **({"proj_size": 2} if projected else {}),
     )
     ours = interop.from_torch(module)
     if num_layers == 1:
@@ -128,6 +131,7 @@ TO_TORCH = {
     "ours_rnn": lambda: _sequence_layer("rnn", "ours"),
     "keras_rnn_relu": lambda: _sequence_layer("rnn", "keras", activation="relu"),
     "ours_lstm": lambda: _sequence_layer("lstm", "ours"),
+    "ours_lstm_projected": lambda: _sequence_layer("lstm", "ours", projection_units=2),
     "keras_lstm_no_bias": lambda: _sequence_layer("lstm", "keras", use_bias=False),
     "ours_gru": lambda: _sequence_layer("gru", "ours"),
     "keras_gru": lambda: _sequence_layer("gru", "keras"),
@@ -149,9 +153,11 @@ def test_to_torch_gives_outputs_and_final_states(name):
     num_states = 2 if isinstance(module, torch.nn.LSTM) else 1
     rng = np.random.default_rng(4)
     # [h, (c)] per direction, as Keras takes them; PyTorch stacks directions.
+    sizes = [module.proj_size or H, H][:num_states]
     states = [
-        rng.normal(size=(B, H)).astype("float32")
-        for _ in range(directions * num_states)
+        rng.normal(size=(B, size)).astype("float32")
+        for _ in range(directions)
+        for size in sizes
     ]
     by_kind = [np.stack(states[i::num_states]) for i in range(num_states)]
     torch_states = tuple(torch.from_numpy(s) for s in by_kind)
@@ -209,19 +215,25 @@ REFUSED = {
 }
 
 
-def _with_cell_option(layer, option, value):
-    # The variants' options, read by name: a cell that has one set is refused.
-    setattr(layer.cell, option, value)
-    return layer
-
-
 REFUSED.update(
     {
+        "lstm_layer_norm": (
+            lambda: kr.LSTM(H, use_peepholes=False, use_layer_norm=True),
+            "use_layer_norm=True",
+        ),
         "cell_clip": (
-            lambda: _with_cell_option(
-                kr.LSTM(H, use_peepholes=False), "cell_clip", 3.0
-            ),
+            lambda: kr.LSTM(H, use_peepholes=False, cell_clip=3.0),
             "cell_clip=3.0",
+        ),
+        "projection_too_wide": (
+            lambda: _built(kr.LSTM(H, use_peepholes=False, projection_units=H)),
+            f"projection_units={H}",
+        ),
+        "projection_clip": (
+            lambda: kr.LSTM(
+                H, use_peepholes=False, projection_units=2, projection_clip=1.0
+            ),
+            "projection_clip=1.0",
         ),
     }
 )
@@ -237,11 +249,10 @@ def test_to_torch_refuses_what_torch_cannot_compute(name):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: torch.nn.LSTM(F, H, proj_size=2), "proj_size=2"),
         (lambda: torch.nn.Linear(F, H), "module=Linear"),
         (lambda: torch.nn.GRU(F, H).half(), "dtype=float16"),
     ],
-    ids=["proj_size", "not_recurrent", "float16"],
+    ids=["not_recurrent", "float16"],
 )
 def test_from_torch_refuses(make, message):
     with pytest.raises(ValueError, match=f"Received: {re.escape(message)}"):

@@ -9,6 +9,7 @@ import keras
 
 from keras_recurrent import data, diagnostics, interop
 from keras_recurrent.gru import GRU, GRUCell
+from keras_recurrent.loops import exporting
 from keras_recurrent.lstm import LSTM, LSTMCell
 from keras_recurrent.simple_rnn import SimpleRNN, SimpleRNNCell
 
@@ -23,6 +24,7 @@ __all__ = [
     "SimpleRNNCell",
     "data",
     "diagnostics",
+    "exporting",
     "interop",
 ]
 

@@ -184,6 +184,9 @@ class RecurrentLayer(keras.layers.RNN):
 
         - ``"xla"``: on TensorFlow, the loop compiled by XLA with its own
           backward pass (float32 and float64, unless ``unroll=True``);
+        - ``"graph"``: on TensorFlow inside :func:`keras_recurrent.exporting`,
+          a plain ``tf.while_loop`` that the ONNX and TFLite converters read
+          (unless ``unroll=True``);
         - ``"torch-fused"``: on PyTorch, PyTorch's fused kernel for the
           cell's equations (``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``,
           ``torch.rnn_relu``), when the cell claims one and the call has no

@@ -17,10 +17,16 @@ fused kernels) and falls back to ``portable``, which serves every call. A
 fast path is imported only on its backend, and none of them imports the
 cells: a cell describes itself (see ``keras_recurrent._cell``).
 
+Inside :func:`exporting`, TensorFlow asks ``graph`` first: a plain
+``tf.while_loop`` that the converters to ONNX and TFLite can read, which
+the XLA loop is not.
+
 A cell whose class overrides ``call`` itself is not described by its step
 pieces any more; its layer runs Keras's own loop over ``cell.call``
 (``keras.layers.RNN.inner_loop``), named ``"cell-call"``.
 """
+
+import contextlib
 
 import keras
 
@@ -29,14 +35,41 @@ from keras_recurrent.loops import portable
 
 CELL_CALL = "cell-call"
 
+_exporting = 0  # how many exporting() blocks are open
+
+
+@contextlib.contextmanager
+def exporting():
+    """Traces the layers for export to another format while the block runs.
+
+    On TensorFlow the layers traced inside the block (by ``model.export``,
+    ``tf.function`` or a converter) run the ``"graph"`` loop, a plain
+    ``tf.while_loop`` that tf2onnx converts to an ONNX ``Loop`` and the
+    TFLite converter to a ``WHILE`` of builtin ops, with a dynamic batch
+    size; outside it they run the XLA-compiled loop, which a SavedModel
+    serves as it is but those converters cannot read. On JAX and PyTorch it
+    changes nothing.
+
+    Example:
+
+    >>> with keras_recurrent.exporting():
+    ...     model.export("model.onnx", format="onnx")
+    """
+    global _exporting
+    _exporting += 1
+    try:
+        yield
+    finally:
+        _exporting -= 1
+
 
 def _fast_paths():
     """The fast paths of the current backend, in the order they are asked."""
     backend = keras.config.backend()
     if backend == "tensorflow":
-        from keras_recurrent.loops import tensorflow
+        from keras_recurrent.loops import graph, tensorflow
 
-        return (tensorflow,)
+        return (graph,) if _exporting else (tensorflow,)
     if backend == "torch":
         from keras_recurrent.loops import torch
 

@@ -1,0 +1,124 @@
+"""Export: SavedModel, TFLite and ONNX artifacts serve what ``predict`` does.
+
+Each artifact runs in someone else's runtime (TensorFlow's SavedModel
+loader, the TFLite interpreter, onnxruntime), with the batch size left
+dynamic and checked at two batch sizes (the second a slice of the first's
+rows, so that ``predict`` compiles once). One small model covers the three
+layers: a stack of every layer (peephole and plain LSTM included) next to a
+masked GRU (``Embedding(mask_zero=True)``, ``go_backwards``, layer norm).
+Exporting is slow, so the model is built once and each artifact written
+once.
+"""
+
+import keras
+import numpy as np
+import pytest
+from helpers import assert_all_close
+
+import keras_recurrent as kr
+
+BACKEND = keras.config.backend()
+TIME, FEATURES, VOCABULARY = 6, 3, 7
+BATCH = 3
+
+
+def _model():
+    """Two branches, one per input: a stack of every layer over features,
+    and a masked GRU over tokens."""
+    features = keras.Input((TIME, FEATURES), name="features")
+    x = kr.SimpleRNN(4, return_sequences=True)(features)
+    x = kr.LSTM(4, use_peepholes=False, return_sequences=True)(x)
+    x = kr.LSTM(3, use_peepholes=True, return_sequences=True)(x)
+    stacked = kr.GRU(4)(x)
+    tokens = keras.Input((TIME,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(VOCABULARY, FEATURES, mask_zero=True)(tokens)
+    masked = kr.GRU(4, reset_after=False, use_layer_norm=True, go_backwards=True)(x)
+    return keras.Model([features, tokens], [stacked, masked])
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    tokens = rng.integers(1, VOCABULARY, size=(BATCH, TIME)).astype("int32")
+    tokens[0, TIME // 2 :] = 0  # padding at the end of one sequence
+    tokens[-1, 0] = 0  # and a masked first step in another
+    return [features, tokens]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """``(model, inputs, predict(inputs))``."""
+    keras.utils.set_random_seed(7)
+    model = _model()
+    inputs = _inputs()
+    return model, inputs, model.predict(inputs, verbose=0)
+
+
+def _check(run, inputs, expected):
+    """``run(inputs) -> outputs`` reproduces ``expected`` at batch 3, then at
+    batch 2."""
+    for rows in (slice(None), slice(2)):
+        outputs = run([x[rows] for x in inputs])
+        for actual, wanted in zip(outputs, expected):
+            assert_all_close(actual, wanted[rows], atol=1e-5)
+
+
+def test_exporting_chooses_the_graph_loop_on_tensorflow_only():
+    layer, unrolled = kr.GRU(4), kr.GRU(4, unroll=True)
+    outside = layer.loop_for()
+    with kr.exporting():
+        inside = layer.loop_for(), unrolled.loop_for()
+    if BACKEND == "tensorflow":
+        # The Python loop of unroll=True is convertible as it is.
+        assert (outside, inside) == ("xla", ("graph", "portable"))
+    else:
+        assert inside == (outside, unrolled.loop_for())
+    assert layer.loop_for() == outside  # the block is closed again
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="needs torch_xla on PyTorch")
+def test_saved_model_serves_predict(model, tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    model, inputs, expected = model
+    model.export(str(tmp_path), verbose=False)  # as a user would: no exporting()
+    loaded = tf.saved_model.load(str(tmp_path))
+    _check(lambda xs: [y.numpy() for y in loaded.serve(xs)], inputs, expected)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite converts TF graphs")
+def test_tflite_with_dynamic_batch_matches_predict(model, tmp_path):
+    import tensorflow as tf
+
+    model, inputs, expected = model
+    with kr.exporting():
+        model.export(str(tmp_path), verbose=False)
+    # Builtin ops only (the converter's default): no Flex ops needed.
+    flatbuffer = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path)).convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    for detail in interpreter.get_input_details():
+        assert detail["shape_signature"][0] == -1  # the batch stays dynamic
+    # The signature runner resizes the inputs to each call's batch.
+    serve = interpreter.get_signature_runner("serving_default")
+
+    def run(xs):
+        outputs = serve(features=xs[0], tokens=xs[1])
+        return [outputs[f"output_{i}"] for i in range(len(outputs))]
+
+    _check(run, inputs, expected)
+
+
+@pytest.mark.skipif(BACKEND == "jax", reason="Keras exports ONNX from JAX by jax2onnx")
+def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if BACKEND == "tensorflow":
+        pytest.importorskip("tf2onnx")
+    model, inputs, expected = model
+    path = str(tmp_path / "model.onnx")
+    with kr.exporting():
+        model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path)
+    names = [source.name for source in session.get_inputs()]
+    assert names == ["features", "tokens"]
+    for source in session.get_inputs():
+        assert not isinstance(source.shape[0], int)  # the batch stays dynamic
+    _check(lambda xs: session.run(None, dict(zip(names, xs))), inputs, expected)

@@ -115,10 +115,12 @@ def from_keras2(layer):
     inside TensorFlow as ``tensorflow.python.keras``): ``SimpleRNN``,
     ``LSTM``, ``GRU``, or ``RNN`` over one ``SimpleRNNCell``, ``LSTMCell``,
     ``PeepholeLSTMCell`` or ``GRUCell``. It reads only the layer's
-    ``get_config()`` and ``get_weights()``, so TensorFlow is not needed
-    beyond what built the layer. The activation ``"hard_sigmoid"`` (Keras 2's
-    default gate activation) becomes :func:`keras2_hard_sigmoid`; the other
-    activation names mean the same function in both. The weight layouts are
+    ``get_config()`` and ``get_weights()``. The activation ``"hard_sigmoid"``
+    (Keras 2's default gate activation) becomes :func:`keras2_hard_sigmoid`;
+    Keras 2's other built-in activations (``tanh``, ``sigmoid``, ``relu``,
+    ``linear``, ``elu``, ``selu``, ``softplus``, ``softsign``, ``swish``,
+    ``gelu``, ...) are the same functions under the same names in Keras 3,
+    and are resolved by name. The weight layouts are
     the same (a ``PeepholeLSTMCell``'s peepholes come last, as ours), so the
     weights are copied as they are.
 
@@ -206,7 +208,7 @@ def from_torch(module):
 
     Args:
         module: A ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU``,
-            in float32 or float64, on any device.
+            in float32 or float64.
 
     Returns:
         A built layer when the module has one layer; otherwise a built
@@ -247,10 +249,9 @@ def from_torch(module):
         features = directions * (_proj_size(module) or module.hidden_size)
     if len(blocks) == 1:
         return blocks[0]
-    model = keras.Sequential(
+    return keras.Sequential(
         [keras.Input((None, module.input_size), dtype=dtype), *blocks]
     )
-    return model
 
 
 def _keras_block(module, k, features, dtype):
@@ -269,8 +270,7 @@ def _keras_block(module, k, features, dtype):
     if module.bidirectional:
         layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=dtype)
     layer.build((None, None, features))
-    directions = _directions(layer)
-    for direction, suffix in zip(directions, ("", "_reverse")):
+    for direction, suffix in zip(_directions(layer), ("", "_reverse")):
         for name, value in _keras_weights(module, f"_l{k}{suffix}").items():
             getattr(direction.cell, name).assign(value)
     return layer

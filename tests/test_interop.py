@@ -11,7 +11,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from helpers import assert_all_close, random_inputs
+from helpers import assert_all_close, random_inputs, run_fresh
 
 import keras_recurrent as kr
 from keras_recurrent import interop
@@ -278,6 +278,19 @@ def test_keras2_hard_sigmoid_is_keras2s(keras2):
     assert np.abs(_numpy(keras.activations.hard_sigmoid(x)) - expected).max() > 0.05
 
 
+def test_keras2_activation_names_mean_the_same_in_keras3(keras2):
+    """from_keras2 resolves every activation but hard_sigmoid by its name."""
+    import tensorflow as tf
+    from tensorflow.python.keras import activations as keras2_activations
+
+    x = np.linspace(-6, 6, 121).astype("float32")[None]
+    names = ("tanh", "sigmoid", "relu", "linear", "elu", "selu", "softplus")
+    for name in (*names, "softsign", "swish", "gelu", "exponential"):
+        expected = keras2_activations.get(name)(tf.constant(x)).numpy()
+        actual = _numpy(keras.activations.get(name)(x))
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
+
+
 KERAS2 = {
     "peephole_lstm": lambda k2: k2.RNN(k2.PeepholeLSTMCell(H), return_sequences=True),
     "lstm": lambda k2: k2.LSTM(H, return_sequences=True),
@@ -319,6 +332,19 @@ def test_keras2_hard_sigmoid_saves_and_loads_safely(tmp_path):
     restored = keras.models.load_model(path, safe_mode=True)
     assert restored.layers[0].cell.recurrent_activation is interop.keras2_hard_sigmoid
     assert_all_close(restored(x), model(x), atol=0)
+
+
+@pytest.mark.one_backend
+def test_interop_imports_without_torch():
+    """Only to_torch and from_torch need PyTorch; the package and the
+    Keras 2 side import and run without it (JAX backend, torch blocked)."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np, keras_recurrent\n"
+        "from keras_recurrent import interop\n"
+        "assert interop.keras2_hard_sigmoid(np.array([3.0]))[0] == 1.0\n"
+    )
+    run_fresh(["-c", code], env={"KERAS_BACKEND": "jax"})
 
 
 def test_from_keras2_refuses_other_layers():

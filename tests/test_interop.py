@@ -52,14 +52,14 @@ def _run_torch(module, x, initial_state=None):
 
 
 # A covering subset of kind x num_layers x bidirectional x batch_first x bias:
-# each kind with one and two layers, each flag both ways for some kind.
+# every kind, and each of the four options both ways. (The round trips in
+# test_to_torch_gives_outputs_and_final_states cover the other kinds'
+# bidirectional and bias cases.)
 FROM_TORCH = [
     ("rnn_tanh", 1, False, True, True),
     ("rnn_relu", 2, True, False, False),
     ("lstm", 1, True, False, True),
-    ("lstm", 2, False, True, False),
-    ("gru", 1, False, False, False),
-    ("gru", 2, True, True, True),
+    ("gru", 2, False, True, False),
     ("lstm_projected", 2, True, True, True),
 ]
 
@@ -177,6 +177,18 @@ def test_to_torch_gives_outputs_and_final_states(name):
         np.testing.assert_array_equal(ours, theirs)
 
 
+class _ChangedGRUCell(kr.GRUCell):
+    """A GRU cell whose step is its own (here the same numbers): a subclass
+    that overrides an equation does not inherit its parent's claim."""
+
+    def step_parts(self, weights, recurrent_activation=None):
+        return super().step_parts(weights, recurrent_activation)
+
+
+class _ChangedGRU(kr.GRU):
+    cell_class = _ChangedGRUCell
+
+
 REFUSED = {
     "peepholes": (lambda: kr.LSTM(H), "use_peepholes=True"),
     "reset_before": (lambda: kr.GRU(H, reset_after=False), "reset_after=False"),
@@ -202,6 +214,7 @@ REFUSED = {
         "merge_mode='sum'",
     ),
     "not_recurrent": (lambda: keras.layers.Dense(H), "layer=Dense"),
+    "changed_equations": (lambda: _ChangedGRU(H), "cell=_ChangedGRUCell"),
     "gru_layer_norm": (lambda: kr.GRU(H, use_layer_norm=True), "use_layer_norm=True"),
     "rnn_layer_norm": (
         lambda: kr.SimpleRNN(H, use_layer_norm=True),
@@ -212,31 +225,25 @@ REFUSED = {
         lambda: _built(kr.GRU(H, dtype="mixed_float16")),
         "dtype_policy=mixed_float16",
     ),
+    "lstm_layer_norm": (
+        lambda: kr.LSTM(H, use_peepholes=False, use_layer_norm=True),
+        "use_layer_norm=True",
+    ),
+    "cell_clip": (
+        lambda: kr.LSTM(H, use_peepholes=False, cell_clip=3.0),
+        "cell_clip=3.0",
+    ),
+    "projection_too_wide": (
+        lambda: _built(kr.LSTM(H, use_peepholes=False, projection_units=H)),
+        f"projection_units={H}",
+    ),
+    "projection_clip": (
+        lambda: kr.LSTM(
+            H, use_peepholes=False, projection_units=2, projection_clip=1.0
+        ),
+        "projection_clip=1.0",
+    ),
 }
-
-
-REFUSED.update(
-    {
-        "lstm_layer_norm": (
-            lambda: kr.LSTM(H, use_peepholes=False, use_layer_norm=True),
-            "use_layer_norm=True",
-        ),
-        "cell_clip": (
-            lambda: kr.LSTM(H, use_peepholes=False, cell_clip=3.0),
-            "cell_clip=3.0",
-        ),
-        "projection_too_wide": (
-            lambda: _built(kr.LSTM(H, use_peepholes=False, projection_units=H)),
-            f"projection_units={H}",
-        ),
-        "projection_clip": (
-            lambda: kr.LSTM(
-                H, use_peepholes=False, projection_units=2, projection_clip=1.0
-            ),
-            "projection_clip=1.0",
-        ),
-    }
-)
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -321,6 +328,17 @@ def test_from_keras2_reproduces_keras2_default(keras2, name):
     keras3.build((None, None, F))
     keras3.set_weights(ours.get_weights())
     assert np.abs(_numpy(keras3(x)) - expected).max() > 1e-2
+
+
+def test_from_keras2_simple_rnn(keras2):
+    import tensorflow as tf
+
+    theirs = keras2.SimpleRNN(H, activation="relu", return_sequences=True)
+    x = random_inputs(B, T, F)
+    expected = theirs(tf.constant(x)).numpy()
+    ours = interop.from_keras2(theirs)
+    assert ours.cell.activation is keras.activations.relu
+    assert_all_close(ours(x), expected, atol=1e-6)
 
 
 def test_keras2_hard_sigmoid_saves_and_loads_safely(tmp_path):

@@ -419,7 +419,11 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             if use_peepholes:
                 o = gate(z_o + p_o * c_out)
             if use_layer_norm:
-                c_out = self.layer_norm(c_out, cell_gamma, cell_beta)
+                # From the state in its own dtype (float32 under the mixed
+                # policies), not from c_out rounded to float16.
+                c_out = _ops.cast(
+                    self.layer_norm(c, cell_gamma, cell_beta), compute_dtype
+                )
             h = o * activation(c_out)
             if projecting:
                 # The backend's own matmul, as for r (see make_step).

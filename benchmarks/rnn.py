@@ -41,13 +41,28 @@ SIZES = {
 }
 QUICK_SIZES = {"Q1": (8, 20, 8, 16)}
 SWEEP_STEPS = (10, 30, 100, 300, 1000, 2000)
-# name: (ours, built-in, gates, our extra arguments)
+# name: (ours, built-in, gates, our extra arguments); "half" is units // 2.
 LAYERS = {
     "simple_rnn": ("SimpleRNN", "SimpleRNN", 1, {}),
     "gru": ("GRU", "GRU", 3, {"reset_after": True}),
     "lstm": ("LSTM", "LSTM", 4, {"use_peepholes": False}),
     "peephole_lstm": ("LSTM", "LSTM", 4, {"use_peepholes": True}),
+    "layer_norm_lstm": (
+        "LSTM",
+        "LSTM",
+        4,
+        {"use_peepholes": False, "use_layer_norm": True},
+    ),
+    "projection_lstm": (
+        "LSTM",
+        "LSTM",
+        4,
+        {"use_peepholes": False, "projection_units": "half"},
+    ),
 }
+# The layers that compute the built-in's equations; the others (variants the
+# built-ins lack) are timed against the built-in LSTM, to show what they cost.
+SAME_AS_BUILTIN = ("simple_rnn", "gru", "lstm")
 WORK = ("forward", "train")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -120,6 +135,7 @@ def build_model(keras, kr, layer, size, jit_compile, side):
     if side == "builtin":
         recurrent = getattr(keras.layers, builtin_name)(units)
     else:
+        extra = {k: units // 2 if v == "half" else v for k, v in extra.items()}
         recurrent = getattr(kr, ours_name)(units, **extra)
     model = keras.Sequential(
         [
@@ -138,11 +154,12 @@ def build_models(keras, kr, layer, size, jit_compile):
         build_model(keras, kr, layer, size, jit_compile, side)
         for side in ("builtin", "ours")
     )
-    weights = builtin.get_weights()
-    if layer == "peephole_lstm":
-        # Keep the built-in's weights; the peephole vectors keep their own.
-        ours_weights = ours.get_weights()
-        weights = weights[:3] + ours_weights[3:6] + weights[3:]
+    # The built-in's kernel, recurrent kernel, bias and Dense head, where
+    # ours has them in the same shape; a variant's own weights stay as drawn.
+    theirs, weights = builtin.get_weights(), ours.get_weights()
+    for index in (0, 1, 2, -2, -1):
+        if weights[index].shape == theirs[index].shape:
+            weights[index] = theirs[index]
     ours.set_weights(weights)
     return builtin, ours
 
@@ -161,9 +178,9 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
     builtin, ours = build_models(
         keras, kr, layer, size, True if jit == "true" else "auto"
     )
-    # The peephole LSTM computes other equations than the built-in: no diff.
+    # A variant computes other equations than the built-in: no diff.
     difference = None
-    if layer != "peephole_lstm":
+    if layer in SAME_AS_BUILTIN:
         difference = float(
             np.max(np.abs(builtin.predict_on_batch(x) - ours.predict_on_batch(x)))
         )
@@ -184,8 +201,12 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
     builtin_s, ours_s = (statistics.median(t) for t in times)
     # The loop our layer runs for these calls (see RecurrentLayer.loop_for).
     path = ours.layers[0].loop_for(training=work == "train")
-    gates = LAYERS[layer][2]
-    flops = 2 * batch * steps * (features + units) * gates * units
+    gates, extra = LAYERS[layer][2:]
+    if "projection_units" in extra:  # h is units // 2 wide, and projected
+        outputs = units // 2
+        flops = 2 * batch * steps * ((features + outputs) * gates + outputs) * units
+    else:
+        flops = 2 * batch * steps * (features + units) * gates * units
     flops *= 3 if work == "train" else 1
     return {
         "layer": layer,

@@ -30,10 +30,10 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
     for row in rows:
         assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
         assert row["path"] in loops.get(keras.backend.backend(), {"portable"})
-        if row["layer"] == "peephole_lstm":
-            assert row["max_abs_difference"] is None
-        else:
+        if row["layer"] in rnn.SAME_AS_BUILTIN:
             assert row["max_abs_difference"] < 1e-5
+        else:
+            assert row["max_abs_difference"] is None
     report = json.loads((tmp_path / "rnn.json").read_text())
     assert len(report["rows"]) == len(rows)
     assert report["environment"]["keras_recurrent"]

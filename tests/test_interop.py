@@ -57,8 +57,8 @@ def _run_torch(module, x, initial_state=None):
 # bidirectional and bias cases.)
 FROM_TORCH = [
     ("rnn_tanh", 1, False, True, True),
-    ("rnn_relu", 2, True, False, False),
-    ("lstm", 1, True, False, True),
+    ("rnn_relu", 1, True, False, False),
+    ("lstm", 1, False, False, True),
     ("gru", 2, False, True, False),
     ("lstm_projected", 2, True, True, True),
 ]

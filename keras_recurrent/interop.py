@@ -377,6 +377,8 @@ def to_torch(layer):
 
     directions = _directions(layer)
     mode, cell = _torch_mode(directions[0])
+    if len(directions) == 2:
+        _check_same_directions(mode, cell, *_torch_mode(directions[1]))
     kernel = getattr(cell, "kernel", None)
     if kernel is None:
         raise ValueError(
@@ -416,6 +418,24 @@ def to_torch(layer):
     return module
 
 
+def _check_same_directions(mode, cell, backward_mode, backward_cell):
+    """A PyTorch module's two directions share everything but their weights."""
+
+    def describe(mode, cell):
+        projection = getattr(cell, "projection_units", None)
+        return (
+            f"{mode}(units={cell.units}, use_bias={cell.use_bias}, "
+            f"projection_units={projection}, dtype={cell.dtype_policy.name})"
+        )
+
+    forward, backward = describe(mode, cell), describe(backward_mode, backward_cell)
+    if forward != backward:
+        raise ValueError(
+            "to_torch needs the same recurrence in both directions of a "
+            f"Bidirectional. Received: forward {forward}, backward {backward}"
+        )
+
+
 def _projection_units(cell):
     """The LSTM cell's ``projection_units``, 0 for none, after checking that
     PyTorch takes it: its ``proj_size`` must be smaller than ``hidden_size``."""
@@ -441,11 +461,6 @@ def _directions(layer):
         forward, backward = layer.forward_layer, layer.backward_layer
         _check_go_backwards(forward, False)
         _check_go_backwards(backward, True)
-        if type(forward) is not type(backward):
-            raise ValueError(
-                "to_torch needs the same layer in both directions. Received: "
-                f"{type(forward).__name__} and {type(backward).__name__}"
-            )
         return forward, backward
     _check_go_backwards(layer, False)
     return (layer,)

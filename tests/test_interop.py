@@ -214,6 +214,19 @@ REFUSED = {
         "merge_mode='sum'",
     ),
     "not_recurrent": (lambda: keras.layers.Dense(H), "layer=Dense"),
+    "other_backward": (
+        lambda: keras.layers.Bidirectional(
+            kr.GRU(H),
+            backward_layer=kr.GRU(H, activation="relu", go_backwards=True),
+        ),
+        "activation=relu",
+    ),
+    "wider_backward": (
+        lambda: keras.layers.Bidirectional(
+            kr.GRU(H), backward_layer=kr.GRU(H + 1, go_backwards=True)
+        ),
+        f"backward GRU(units={H + 1}",
+    ),
     "changed_equations": (lambda: _ChangedGRU(H), "cell=_ChangedGRUCell"),
     "gru_layer_norm": (lambda: kr.GRU(H, use_layer_norm=True), "use_layer_norm=True"),
     "rnn_layer_norm": (

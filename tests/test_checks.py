@@ -161,6 +161,26 @@ def test_boolean_arguments_must_be_booleans():
                 )
 
 
+def test_layer_norm_arguments():
+    for cls in ALL.values():
+        for value in [0, 0.0, -1, -1e-3, "x", None, True]:
+            expect_error(
+                f"{cls.__name__}(layer_norm_epsilon={value!r})",
+                lambda: cls(UNITS, layer_norm_epsilon=value),  # noqa: B023
+                "`layer_norm_epsilon`",
+                f"Received: layer_norm_epsilon={value!r}",
+            )
+        for value in ["yes", 1, None]:
+            expect_error(
+                f"{cls.__name__}(use_layer_norm={value!r})",
+                lambda: cls(UNITS, use_layer_norm=value),  # noqa: B023
+                "`use_layer_norm`",
+                f"Received: use_layer_norm={value!r}",
+            )
+        obj = cls(UNITS, use_layer_norm=True, layer_norm_epsilon=1e-5)
+        assert obj.use_layer_norm is True and obj.layer_norm_epsilon == 1e-5
+
+
 def test_use_cudnn():
     for cls in LAYERS.values():
         # There is no cuDNN path: True must be refused, not silently ignored.

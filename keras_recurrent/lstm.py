@@ -97,7 +97,8 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
     ``cell_norm_beta`` (``(units,)``).
 
     Args:
-        units: Positive integer, dimensionality of the cell state.
+        units: Positive integer, dimensionality of the cell state (and of
+            ``h_t``, without a projection).
         activation: Activation function ``phi``. Default: ``tanh``.
         recurrent_activation: Gate activation ``sigma``. Default: ``sigmoid``.
         use_bias: Boolean, whether the layer uses a bias vector.
@@ -387,6 +388,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         projecting = self.projection_units is not None
         use_layer_norm = self.use_layer_norm
         cell_clip, projection_clip = self.cell_clip, self.projection_clip
+        epsilon = self.layer_norm_epsilon
 
         def update(projected_t, r, h_in, states, extra):
             # Gates in the compute dtype; the cell state, which accumulates
@@ -401,7 +403,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             if projecting:
                 projection_kernel = next(extra)
             if use_layer_norm:
-                r = self.layer_norm(r, next(extra), next(extra))
+                r = _ops.layer_norm(r, next(extra), next(extra), epsilon)
                 cell_gamma, cell_beta = next(extra), next(extra)
             z = projected_t + r
             z_if, z_g, z_o = _ops.split(z, [2 * units, units, units])
@@ -421,9 +423,8 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             if use_layer_norm:
                 # From the state in its own dtype (float32 under the mixed
                 # policies), not from c_out rounded to float16.
-                c_out = _ops.cast(
-                    self.layer_norm(c, cell_gamma, cell_beta), compute_dtype
-                )
+                c_norm = _ops.layer_norm(c, cell_gamma, cell_beta, epsilon)
+                c_out = _ops.cast(c_norm, compute_dtype)
             h = o * activation(c_out)
             if projecting:
                 # The backend's own matmul, as for r (see make_step).
@@ -479,7 +480,8 @@ class LSTM(RecurrentLayer):
     matmul before the time loop.
 
     Args:
-        units: Positive integer, dimensionality of the output space.
+        units: Positive integer, dimensionality of the cell state (and of
+            the output, without a projection).
         activation: Activation function. Default: ``tanh``.
         recurrent_activation: Gate activation. Default: ``sigmoid``.
         use_bias: Boolean, whether the layer uses a bias vector.

@@ -332,7 +332,10 @@ def to_torch(layer):
 
     Takes a built ``SimpleRNN``, ``LSTM`` or ``GRU``, this package's or
     ``keras.layers``', or a ``keras.layers.Bidirectional`` of one with
-    ``merge_mode="concat"``, whose equations PyTorch has:
+    ``merge_mode="concat"``, whose equations PyTorch has, or a
+    ``keras.Sequential`` of such layers, alike but for their weights, with
+    the same ``keras.layers.Dropout`` (or none) between each two (what
+    :func:`from_torch` returns for a stacked module):
 
     - ``SimpleRNN`` with ``activation`` tanh or relu: ``torch.nn.RNN``;
     - ``LSTM`` without peepholes, layer norm or clipping,
@@ -343,8 +346,9 @@ def to_torch(layer):
     - ``GRU`` with ``reset_after=True`` and the same activations:
       ``torch.nn.GRU``.
 
-    The module has ``batch_first=True``, the layer's dtype (float32 or
-    float64), ``bias=use_bias`` and the layer's weights: Keras's one bias
+    The module has ``batch_first=True``, ``num_layers`` the number of layers
+    (1 for a layer), their ``dropout``, the layers' dtype (float32 or
+    float64), ``bias=use_bias`` and the layers' weights: Keras's one bias
     goes into ``bias_ih`` with ``bias_hh`` zero (RNN, LSTM), or its two rows
     into ``bias_ih`` and ``bias_hh`` (GRU), and the GRU's gates are reordered
     from ``z, r, h`` to ``r, z, n``. Called on the same inputs (and initial
@@ -353,7 +357,7 @@ def to_torch(layer):
     only, is not carried over.
 
     Args:
-        layer: The Keras layer, built.
+        layer: The Keras layer, or ``keras.Sequential`` of them, built.
 
     Returns:
         A ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU`` on the CPU.
@@ -362,8 +366,9 @@ def to_torch(layer):
         ValueError: for a layer PyTorch cannot compute, naming the argument
             and its value (``use_peepholes=True``, ``reset_after=False``,
             ``recurrent_activation=...``, ``go_backwards=True``,
-            ``merge_mode=...``, ``dtype_policy=mixed_float16``, ...), or one
-            that is not built.
+            ``merge_mode=...``, ``dtype_policy=mixed_float16``, ...), for a
+            stack whose layers differ or whose dropout PyTorch cannot
+            apply, or for a layer that is not built.
 
     Example:
 
@@ -375,65 +380,113 @@ def to_torch(layer):
     """
     import torch
 
+    if isinstance(layer, keras.Sequential):
+        blocks, dropout = _stack(layer)
+    else:
+        blocks, dropout = [layer], 0.0
+    checked = [_check_block(block) for block in blocks]
+    _check_alike("every layer of a stack", [_describe(*block) for block in checked])
+    mode, cell, directions = checked[0]
+    module_class, extra = {
+        "RNN_TANH": (torch.nn.RNN, {"nonlinearity": "tanh"}),
+        "RNN_RELU": (torch.nn.RNN, {"nonlinearity": "relu"}),
+        "LSTM": (torch.nn.LSTM, {"proj_size": _projection_units(cell)}),
+        "GRU": (torch.nn.GRU, {}),
+    }[mode]
+    module = module_class(
+        cell.kernel.shape[0],
+        cell.units,
+        num_layers=len(blocks),
+        bias=bool(cell.use_bias),
+        batch_first=True,
+        dropout=dropout,
+        bidirectional=len(directions) == 2,
+        dtype=getattr(torch, keras.backend.standardize_dtype(cell.kernel.dtype)),
+        **extra,
+    )
+    with torch.no_grad():
+        for k, (_, _, directions) in enumerate(checked):
+            for direction, suffix in zip(directions, ("", "_reverse")):
+                for name, value in _torch_weights(direction.cell, mode == "GRU"):
+                    parameter = getattr(module, f"{name}_l{k}{suffix}")
+                    parameter.copy_(torch.from_numpy(value))
+    return module
+
+
+def _stack(model):
+    """``(blocks, dropout)``: the recurrent layers of a ``keras.Sequential``,
+    and the rate of the ``Dropout`` between each two of them (0 for none),
+    which PyTorch's ``dropout`` applies after every layer but the last."""
+    blocks, rates, rate = [], [], 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout) and blocks and not rate:
+            rate = float(layer.rate)
+            continue
+        if isinstance(layer, keras.layers.Dropout):
+            raise ValueError(
+                "to_torch converts a Sequential with at most one Dropout between "
+                "two recurrent layers, as PyTorch's dropout is. Received: "
+                f"layer={layer.name!r}"
+            )
+        if blocks:
+            rates.append(rate)
+            rate = 0.0
+        blocks.append(layer)
+    if rate or len(set(rates)) > 1 or not blocks:
+        raise ValueError(
+            "to_torch converts a Sequential of recurrent layers with the same "
+            "Dropout (or none) between each two and none after the last, as "
+            "PyTorch's dropout is. Received: dropout rates "
+            f"{[*rates, rate] if rate else rates} between {len(blocks)} layers"
+        )
+    return blocks, rates[0] if rates else 0.0
+
+
+def _check_block(layer):
+    """``(mode, cell, directions)`` for one layer of a stack, or the only
+    one, after checking that PyTorch computes it."""
     directions = _directions(layer)
     mode, cell = _torch_mode(directions[0])
     if len(directions) == 2:
-        _check_same_directions(mode, cell, *_torch_mode(directions[1]))
-    kernel = getattr(cell, "kernel", None)
-    if kernel is None:
+        backward = _torch_mode(directions[1])
+        _check_alike(
+            "both directions of a Bidirectional",
+            [_describe(mode, cell), _describe(*backward)],
+        )
+    if getattr(cell, "kernel", None) is None:
         raise ValueError(
-            f"to_torch needs a built layer, whose weights it copies. Received: "
+            "to_torch needs a built layer, whose weights it copies. Received: "
             f"layer {layer.name!r}, not built"
         )
     # A layer that computes in another dtype than its variables' (mixed
     # precision) would compute other numbers than a module in theirs.
-    dtype_name = keras.backend.standardize_dtype(kernel.dtype)
-    dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype_name)
-    if dtype is None or cell.compute_dtype != dtype_name:
+    dtype = keras.backend.standardize_dtype(cell.kernel.dtype)
+    if dtype not in ("float32", "float64") or cell.compute_dtype != dtype:
         raise ValueError(
             "to_torch converts layers that compute in float32 or float64. "
             f"Received: dtype_policy={cell.dtype_policy.name}"
         )
-    module_class, extra = {
-        "RNN_TANH": (torch.nn.RNN, {"nonlinearity": "tanh"}),
-        "RNN_RELU": (torch.nn.RNN, {"nonlinearity": "relu"}),
-        "LSTM": (torch.nn.LSTM, {}),
-        "GRU": (torch.nn.GRU, {}),
-    }[mode]
-    if mode == "LSTM":
-        extra["proj_size"] = _projection_units(cell)
-    module = module_class(
-        kernel.shape[0],
-        cell.units,
-        bias=bool(cell.use_bias),
-        batch_first=True,
-        bidirectional=len(directions) == 2,
-        dtype=dtype,
-        **extra,
+    return mode, cell, directions
+
+
+def _describe(mode, cell, directions=(None,)):
+    """What PyTorch's layers and directions share: all but their weights
+    (and the first layer's input size)."""
+    projection = getattr(cell, "projection_units", None)
+    return (
+        f"{mode}(units={cell.units}, use_bias={cell.use_bias}, "
+        f"projection_units={projection}, dtype={cell.dtype_policy.name}, "
+        f"directions={len(directions)})"
     )
-    with torch.no_grad():
-        for direction, suffix in zip(directions, ("_l0", "_l0_reverse")):
-            for name, value in _torch_weights(direction.cell, mode == "GRU"):
-                getattr(module, name + suffix).copy_(torch.from_numpy(value))
-    return module
 
 
-def _check_same_directions(mode, cell, backward_mode, backward_cell):
-    """A PyTorch module's two directions share everything but their weights."""
-
-    def describe(mode, cell):
-        projection = getattr(cell, "projection_units", None)
-        return (
-            f"{mode}(units={cell.units}, use_bias={cell.use_bias}, "
-            f"projection_units={projection}, dtype={cell.dtype_policy.name})"
-        )
-
-    forward, backward = describe(mode, cell), describe(backward_mode, backward_cell)
-    if forward != backward:
-        raise ValueError(
-            "to_torch needs the same recurrence in both directions of a "
-            f"Bidirectional. Received: forward {forward}, backward {backward}"
-        )
+def _check_alike(where, descriptions):
+    for index, description in enumerate(descriptions):
+        if description != descriptions[0]:
+            raise ValueError(
+                f"to_torch needs the same recurrence in {where}. Received: "
+                f"{descriptions[0]} and, at {index}, {description}"
+            )
 
 
 def _projection_units(cell):

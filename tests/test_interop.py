@@ -189,6 +189,40 @@ class _ChangedGRU(kr.GRU):
     cell_class = _ChangedGRUCell
 
 
+@pytest.mark.parametrize(
+    "kind, bidirectional", [("gru", True), ("lstm_projected", False)]
+)
+def test_to_torch_of_from_torch_stack_is_the_module(kind, bidirectional):
+    """A stacked module comes back from Keras with its own numbers: the GRU
+    parameter for parameter, the LSTM (whose two biases Keras sums) output
+    for output."""
+    projected = kind == "lstm_projected"
+    module = _torch_module(
+        "lstm" if projected else kind,
+        num_layers=2,
+        bidirectional=bidirectional,
+        batch_first=True,
+        dropout=0.25,
+        **({"proj_size": 2} if projected else {}),
+    )
+    back = interop.to_torch(interop.from_torch(module))
+    assert (back.num_layers, back.dropout, back.bidirectional) == (
+        2,
+        0.25,
+        bidirectional,
+    )
+    assert back.proj_size == module.proj_size
+    if not projected:
+        for name, value in module.state_dict().items():
+            np.testing.assert_array_equal(back.state_dict()[name], value)
+    x = random_inputs(B, T, F)
+    assert_all_close(_run_torch(back.eval(), x)[0], _run_torch(module, x)[0])
+
+
+def _stack(*layers):
+    return _built(keras.Sequential([keras.Input((None, F)), *layers]))
+
+
 REFUSED = {
     "peepholes": (lambda: kr.LSTM(H), "use_peepholes=True"),
     "reset_before": (lambda: kr.GRU(H, reset_after=False), "reset_after=False"),
@@ -225,7 +259,7 @@ REFUSED = {
         lambda: keras.layers.Bidirectional(
             kr.GRU(H), backward_layer=kr.GRU(H + 1, go_backwards=True)
         ),
-        f"backward GRU(units={H + 1}",
+        f"at 1, GRU(units={H + 1}",
     ),
     "changed_equations": (lambda: _ChangedGRU(H), "cell=_ChangedGRUCell"),
     "gru_layer_norm": (lambda: kr.GRU(H, use_layer_norm=True), "use_layer_norm=True"),
@@ -234,6 +268,34 @@ REFUSED = {
         "use_layer_norm=True",
     ),
     "not_built": (lambda: kr.GRU(H), "not built"),
+    "stack_of_others": (
+        lambda: _stack(
+            kr.GRU(H, return_sequences=True),
+            kr.GRU(H, reset_after=True, activation="relu"),
+        ),
+        "activation=relu",
+    ),
+    "stack_of_sizes": (
+        lambda: _stack(kr.GRU(H, return_sequences=True), kr.GRU(H + 1)),
+        f"at 1, GRU(units={H + 1}",
+    ),
+    "stack_dropouts": (
+        lambda: _stack(
+            kr.GRU(H, return_sequences=True),
+            keras.layers.Dropout(0.1),
+            kr.GRU(H, return_sequences=True),
+            keras.layers.Dropout(0.2),
+            kr.GRU(H),
+        ),
+        "dropout rates [0.1, 0.2]",
+    ),
+    "stack_of_directions": (
+        lambda: _stack(
+            keras.layers.Bidirectional(kr.GRU(H, return_sequences=True)), kr.GRU(H)
+        ),
+        "directions=1)",
+    ),
+    "stack_dense": (lambda: _stack(kr.GRU(H), keras.layers.Dense(H)), "layer=Dense"),
     "mixed_precision": (
         lambda: _built(kr.GRU(H, dtype="mixed_float16")),
         "dtype_policy=mixed_float16",

@@ -220,7 +220,13 @@ def test_to_torch_of_from_torch_stack_is_the_module(kind, bidirectional):
 
 
 def _stack(*layers):
-    return _built(keras.Sequential([keras.Input((None, F)), *layers]))
+    """A Sequential of ``layers``, each built for the one before (a symbolic
+    call of the model would trace every layer)."""
+    features = F
+    for layer in layers:
+        layer.build((None, None, features))
+        features = layer.compute_output_shape((None, None, features))[-1]
+    return keras.Sequential(layers)
 
 
 REFUSED = {
@@ -275,9 +281,9 @@ REFUSED = {
         ),
         "activation=relu",
     ),
-    "stack_of_sizes": (
-        lambda: _stack(kr.GRU(H, return_sequences=True), kr.GRU(H + 1)),
-        f"at 1, GRU(units={H + 1}",
+    "stack_of_biases": (
+        lambda: _stack(kr.GRU(H, return_sequences=True), kr.GRU(H, use_bias=False)),
+        f"at 1, GRU(units={H}, use_bias=False",
     ),
     "stack_dropouts": (
         lambda: _stack(

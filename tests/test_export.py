@@ -4,10 +4,10 @@ Each artifact runs in someone else's runtime (TensorFlow's SavedModel
 loader, the TFLite interpreter, onnxruntime), with the batch size left
 dynamic and checked at two batch sizes (the second a slice of the first's
 rows, so that ``predict`` compiles once). One small model covers the three
-layers: a stack of every layer (peephole and plain LSTM included) next to a
-masked GRU (``Embedding(mask_zero=True)``, ``go_backwards``, layer norm).
-Exporting is slow, so the model is built once and each artifact written
-once.
+layers: a stack of every layer (the plain LSTM and one with peepholes, cell
+clipping, projection and layer norm included) next to a masked GRU
+(``Embedding(mask_zero=True)``, ``go_backwards``, layer norm). Exporting is
+slow, so the model is built once and each artifact written once.
 """
 
 import keras
@@ -28,7 +28,15 @@ def _model():
     features = keras.Input((TIME, FEATURES), name="features")
     x = kr.SimpleRNN(4, return_sequences=True)(features)
     x = kr.LSTM(4, use_peepholes=False, return_sequences=True)(x)
-    x = kr.LSTM(3, use_peepholes=True, return_sequences=True)(x)
+    # Peepholes and every LSTM option no fused op has: a loop in each format.
+    x = kr.LSTM(
+        3,
+        use_peepholes=True,
+        cell_clip=0.5,
+        projection_units=2,
+        use_layer_norm=True,
+        return_sequences=True,
+    )(x)
     stacked = kr.GRU(4)(x)
     tokens = keras.Input((TIME,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(VOCABULARY, FEATURES, mask_zero=True)(tokens)

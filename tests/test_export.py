@@ -10,6 +10,8 @@ clipping, projection and layer norm included) next to a masked GRU
 slow, so the model is built once and each artifact written once.
 """
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -79,6 +81,10 @@ def test_exporting_chooses_the_graph_loop_on_tensorflow_only():
     if BACKEND == "tensorflow":
         # The Python loop of unroll=True is convertible as it is.
         assert (outside, inside) == ("xla", ("graph", "portable"))
+        from keras_recurrent.loops import graph, portable
+
+        same = inspect.signature(portable.recurrence).parameters
+        assert list(inspect.signature(graph.recurrence).parameters) == list(same)
     else:
         assert inside == (outside, unrolled.loop_for())
     assert layer.loop_for() == outside  # the block is closed again

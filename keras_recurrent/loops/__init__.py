@@ -66,10 +66,14 @@ def exporting():
 def _fast_paths():
     """The fast paths of the current backend, in the order they are asked."""
     backend = keras.config.backend()
-    if backend == "tensorflow":
-        from keras_recurrent.loops import graph, tensorflow
+    if backend == "tensorflow" and _exporting:
+        from keras_recurrent.loops import graph
 
-        return (graph,) if _exporting else (tensorflow,)
+        return (graph,)
+    if backend == "tensorflow":
+        from keras_recurrent.loops import tensorflow
+
+        return (tensorflow,)
     if backend == "torch":
         from keras_recurrent.loops import torch
 

@@ -174,6 +174,23 @@ def test_cells_alike_share_their_compiled_loops():
     assert all(loop is not loops["first"] for loop in own)
 
 
+def _scaled_tanh(scale):
+    def activation(z):  # one name, and one config, for every scale
+        return keras.ops.tanh(z) * scale
+
+    return activation
+
+
+@pytest.mark.parametrize("name", ["simple_rnn", "gru"])
+def test_functions_a_config_cannot_hold_are_not_shared(name):
+    """An unregistered function (a closure here) is named, not held, by the
+    config: each layer runs its own, and computes the built-in's numbers."""
+    x = random_inputs()
+    for scale in (0.5, 2.0):
+        ours, builtin = layer_pair(name, activation=_scaled_tanh(scale))
+        assert_all_close(ours(x), builtin(x))
+
+
 def test_shared_loops_give_each_layer_its_own_numbers():
     x = random_inputs()
     outputs = []

@@ -43,8 +43,12 @@ NAME = "xla"
 # of the same architecture (another seed, a sweep, a test) compile once:
 # (class, config, options) -> (forward, backward). Any other cell has its own.
 _SHARED = {}
+_TEMPLATES = {}  # (class, config) -> the cell the shared loops are traced from
 _LOOPS = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
 _KEYS = weakref.WeakKeyDictionary()  # cell -> its _shared_key, worked out once
+
+#: The functions a cell's step calls, which its config names but does not hold.
+_STEP_FUNCTIONS = ("activation", "recurrent_activation")
 
 
 def serves(layer, mask, recurrent_dropout_mask):
@@ -158,13 +162,32 @@ def _shared_key(cell):
     return type(cell), json.dumps(config, sort_keys=True, default=repr)
 
 
+def _shares(cell, key):
+    """Whether ``cell`` can run the loops shared under ``key``: the cell they
+    are traced from, rebuilt from a config, must call the very functions
+    ``cell`` calls. A config names a function, it does not hold it: two
+    closures of one name have one config, and a function Keras cannot find
+    by its name does not rebuild at all."""
+    if key not in _TEMPLATES:
+        try:
+            _TEMPLATES[key] = type(cell).from_config(cell.get_config())
+        except (TypeError, ValueError):
+            return False
+    template = _TEMPLATES[key]
+    return all(
+        getattr(template, name, None) is getattr(cell, name, None)
+        for name in _STEP_FUNCTIONS
+    )
+
+
 def _functions(cell, has_mask, has_rec_mask):
     """The compiled forward and backward loops for ``cell``: shared between
     cells of the same class and config where the step allows it (see
     ``_SHARED``), else cached per cell."""
     options = (has_mask, has_rec_mask)
     if cell not in _KEYS:
-        _KEYS[cell] = _shared_key(cell)
+        key = _shared_key(cell)
+        _KEYS[cell] = key if key is not None and _shares(cell, key) else None
     shared_key = _KEYS[cell]
     if shared_key is not None:
         cache, key = _SHARED, (*shared_key, options)
@@ -176,7 +199,7 @@ def _functions(cell, has_mask, has_rec_mask):
         # The step is traced from a copy made from the config, which the
         # cache keeps: never from a model's own cell, which it would keep
         # alive.
-        template = type(cell).from_config(cell.get_config())
+        template = _TEMPLATES[shared_key]
 
         def cell_ref():
             return template

@@ -17,9 +17,9 @@ fused kernels) and falls back to ``portable``, which serves every call. A
 fast path is imported only on its backend, and none of them imports the
 cells: a cell describes itself (see ``keras_recurrent._cell``).
 
-Inside :func:`exporting`, TensorFlow asks ``graph`` first: a plain
-``tf.while_loop`` that the converters to ONNX and TFLite can read, which
-the XLA loop is not.
+Inside :func:`exporting`, TensorFlow asks ``graph`` instead of the XLA
+loop: a plain ``tf.while_loop`` that the converters to ONNX and TFLite can
+read, which the XLA loop is not.
 
 A cell whose class overrides ``call`` itself is not described by its step
 pieces any more; its layer runs Keras's own loop over ``cell.call``
@@ -47,8 +47,10 @@ def exporting():
     ``tf.while_loop`` that tf2onnx converts to an ONNX ``Loop`` and the
     TFLite converter to a ``WHILE`` of builtin ops, with a dynamic batch
     size; outside it they run the XLA-compiled loop, which a SavedModel
-    serves as it is but those converters cannot read. On JAX and PyTorch it
-    changes nothing.
+    serves as it is but those converters cannot read. Only traces made
+    inside the block change: a function traced before it (a model's
+    ``predict`` function, say) keeps its loop. On JAX and PyTorch it changes
+    nothing: their exporters read the loops as they are.
 
     Example:
 

@@ -439,29 +439,28 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         return {
             **super().get_config(),
             "use_peepholes": self.use_peepholes,
-            "peephole_initializer": keras.initializers.serialize(
-                self.peephole_initializer
-            ),
-            "peephole_regularizer": keras.regularizers.serialize(
-                self.peephole_regularizer
-            ),
-            "peephole_constraint": keras.constraints.serialize(
-                self.peephole_constraint
-            ),
+            **self._weight_options("peephole"),
             "cell_clip": self.cell_clip,
             "projection_units": self.projection_units,
             "projection_clip": self.projection_clip,
-            "projection_initializer": keras.initializers.serialize(
-                self.projection_initializer
-            ),
-            "projection_regularizer": keras.regularizers.serialize(
-                self.projection_regularizer
-            ),
-            "projection_constraint": keras.constraints.serialize(
-                self.projection_constraint
-            ),
+            **self._weight_options("projection"),
             "use_layer_norm": self.use_layer_norm,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+    def _weight_options(self, prefix):
+        """The serialized initializer, regularizer and constraint of the
+        ``prefix`` weights, under their argument names."""
+        return {
+            f"{prefix}_initializer": keras.initializers.serialize(
+                getattr(self, f"{prefix}_initializer")
+            ),
+            f"{prefix}_regularizer": keras.regularizers.serialize(
+                getattr(self, f"{prefix}_regularizer")
+            ),
+            f"{prefix}_constraint": keras.constraints.serialize(
+                getattr(self, f"{prefix}_constraint")
+            ),
         }
 
 

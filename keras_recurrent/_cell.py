@@ -167,6 +167,17 @@ class StepCell:
                 )
                 setattr(self, name, weight)
 
+    def input_matmul(self, inputs):
+        """``inputs @ kernel``, layer-normalised (``LN_x``) when
+        ``use_layer_norm``: what ``project_inputs`` computes before the
+        input bias."""
+        projected = _ops.matmul(inputs, self.kernel)
+        if self.use_layer_norm:
+            projected = self.layer_norm(
+                projected, self.kernel_norm_gamma, self.kernel_norm_beta
+            )
+        return projected
+
     def layer_norm(self, z, gamma, beta):
         """``LN(z) * gamma + beta`` over the last axis, with the cell's
         ``layer_norm_epsilon`` (see ``keras_recurrent._ops.layer_norm``)."""

@@ -40,13 +40,7 @@ def check_bool(name, value):
 
 def check_positive_or_none(name, value):
     """A float > 0, or None (the option off)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(
-            f"Argument `{name}` must be None or a float > 0. Received: {name}={value!r}"
-        )
-    return float(value)
+    return None if value is None else check_positive(name, value, "None or ")
 
 
 def check_positive_int_or_none(name, value):
@@ -61,10 +55,12 @@ def check_positive_int_or_none(name, value):
     return int(value)
 
 
-def check_epsilon(name, value):
+def check_positive(name, value, alternatives=""):
+    """A float > 0 (``alternatives`` names what else the argument takes)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(
-            f"Argument `{name}` must be a float > 0. Received: {name}={value!r}"
+            f"Argument `{name}` must be {alternatives}a float > 0. "
+            f"Received: {name}={value!r}"
         )
     return float(value)
 
@@ -134,7 +130,7 @@ def check_arguments(arguments):
         elif name == "projection_units":
             check_positive_int_or_none(name, value)
         elif name == "layer_norm_epsilon":
-            check_epsilon(name, value)
+            check_positive(name, value)
         elif name in _BOOLEANS:
             check_bool(name, value)
         elif name.rsplit("_", 1)[-1] in _GETTERS:

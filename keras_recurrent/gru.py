@@ -156,11 +156,7 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             self.build_layer_norm({"kernel": width, "recurrent": width})
 
     def project_inputs(self, inputs):
-        projected = _ops.matmul(inputs, self.kernel)
-        if self.use_layer_norm:
-            projected = self.layer_norm(
-                projected, self.kernel_norm_gamma, self.kernel_norm_beta
-            )
+        projected = self.input_matmul(inputs)
         if self.use_bias:
             projected = projected + (self.bias[0] if self.reset_after else self.bias)
         return projected

@@ -127,11 +127,7 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
             self.build_layer_norm({"kernel": self.units, "recurrent": self.units})
 
     def project_inputs(self, inputs):
-        projected = _ops.matmul(inputs, self.kernel)
-        if self.use_layer_norm:
-            projected = self.layer_norm(
-                projected, self.kernel_norm_gamma, self.kernel_norm_beta
-            )
+        projected = self.input_matmul(inputs)
         if self.use_bias:
             projected = projected + self.bias
         return projected

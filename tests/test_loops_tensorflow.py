@@ -17,6 +17,7 @@ from helpers import (
     layer_pair,
     random_inputs,
     random_states,
+    run_fresh,
 )
 from helpers import mask_array as _mask_array
 
@@ -233,3 +234,79 @@ def test_fence_passes_the_gradient_through_unchanged():
         lambda v: keras.ops.sum(keras.ops.multiply(tf_loop.fence(v), weights)), [x]
     )
     np.testing.assert_array_equal(gradient, weights)
+
+
+def _long_mask(batch, time, seed=4):
+    """Right padding of random lengths (one sequence empty, one whole), and a
+    few holes, over ``time`` steps."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, time, batch)
+    lengths[0], lengths[-1] = 0, time
+    mask = np.arange(time)[None] < lengths[:, None]
+    mask[1, rng.integers(0, time, 5)] = False
+    return mask
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize(
+    "options",
+    [{"masked": False}, {"masked": True, "go_backwards": True}],
+    ids=["plain", "masked_backwards"],
+)
+def test_sequences_longer_than_a_piece_match_builtin(name, options):
+    """A sequence of two whole pieces and a padded third (see ``CHUNK``):
+    outputs, final states and every gradient are the built-in's."""
+    options = dict(options)
+    masked = options.pop("masked")
+    time = 2 * tf_loop.CHUNK + 7
+    ours, builtin = layer_pair(
+        name, return_sequences=True, return_state=True, **options
+    )
+    x = random_inputs(batch=4, time=time)
+    states = random_states(name, batch=4)
+    kwargs = {"mask": _long_mask(4, time)} if masked else {}
+
+    def loss(layer):
+        def fn(x, *rest):
+            outputs = layer(x, initial_state=list(rest[: len(states)]), **kwargs)
+            return sum(keras.ops.sum(o**2) for o in outputs)
+
+        return fn
+
+    assert_all_close(
+        ours(x, initial_state=states, **kwargs),
+        builtin(x, initial_state=states, **kwargs),
+    )
+    # Sums over 135 steps reach 1e2 in float32: compared relative to that.
+    assert_all_close(
+        gradients(loss(ours), [x, *states, *ours.trainable_variables]),
+        gradients(loss(builtin), [x, *states, *builtin.trainable_variables]),
+        rtol=1e-5,
+    )
+
+
+_COMPILATIONS = """
+import keras, numpy as np, tensorflow as tf
+import keras_recurrent as kr
+layer = kr.LSTM(8, return_sequences=True)
+@tf.function(reduce_retracing=True)  # as Keras traces its train function
+def step(x, mask):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, mask=mask) ** 2)
+    return tape.gradient(loss, layer.trainable_weights)
+for time in {times}:
+    x = np.random.default_rng(time).normal(size=(4, time, 3)).astype("float32")
+    step(x, np.arange(time)[None] < np.array([[time], [1], [time // 2], [0]]))
+"""
+
+
+def test_one_compilation_serves_every_sequence_length():
+    """Lengths below, at and above a piece, each a new shape: XLA compiles
+    the forward loop and the backward loop once each (TensorFlow logs every
+    compilation), where it compiled once per length before."""
+    times = [5, 70, tf_loop.CHUNK, 200, 1]
+    result = run_fresh(
+        ["-c", _COMPILATIONS.format(times=times)],
+        env={"TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "device_compiler=1"},
+    )
+    assert result.stderr.count("Compilation of XLA executable") == 2

@@ -114,13 +114,50 @@ def _fenced_step_parts(cell, weights):
     return cell.step_parts(weights, recurrent_activation=lambda z: fence(gate(z)))
 
 
+#: Time steps per call of a compiled loop. A sequence runs in pieces of this
+#: many steps, the last one padded, so that one compilation serves every
+#: sequence length: XLA compiles a function once per input shape.
+CHUNK = 64
+
+
 def _loop(cell, xs, masks, rec_mask, states, weights):
-    """``(hs, final_states)`` over time-major ``xs``, with a custom gradient."""
+    """``(hs, final_states)`` over time-major ``xs``, with a custom gradient.
+
+    The sequence runs in pieces of ``CHUNK`` steps, the last one padded with
+    zeros: each piece is a call of the same compiled loop, which runs as many
+    steps as the piece has, so the padding is never computed and the states,
+    outputs and gradients are those of the whole sequence. The pieces follow
+    one another in a ``tf.while_loop`` outside XLA, which serves sequences
+    whose length is known only when they arrive (the time axis of a Keras
+    train function traced with ``reduce_retracing``).
+    """
     forward, backward = _functions(cell, masks is not None, rec_mask is not None)
     absent = tf.zeros((0,))  # stands in for an absent mask as a function input
-    masks = absent if masks is None else tf.cast(masks, "bool")
+    has_mask = masks is not None
     rec_mask = absent if rec_mask is None else rec_mask
     num_states = len(states)
+    steps = tf.shape(xs)[0]
+    count = (steps + CHUNK - 1) // CHUNK
+
+    def pieces(x):
+        """``x`` padded along time to whole pieces: ``(count, CHUNK, ...)``."""
+        padding = [[0, count * CHUNK - steps]] + [[0, 0]] * (x.shape.rank - 1)
+        shape = tf.concat([[count, CHUNK], tf.shape(x)[1:]], 0)
+        return tf.reshape(tf.pad(x, padding), shape)
+
+    def whole(x, shape):
+        """The inverse of ``pieces``, of the static ``shape``."""
+        x = tf.reshape(x, tf.concat([[count * CHUNK], tf.shape(x)[2:]], 0))
+        return tf.ensure_shape(x[:steps], shape)
+
+    def length(p):
+        return tf.minimum(CHUNK, steps - p * CHUNK)
+
+    def lists(tensors, element=()):
+        return [
+            tf.TensorArray(t.dtype, size=count, element_shape=(*element, *t.shape))
+            for t in tensors
+        ]
 
     @tf.custom_gradient
     def run(xs, *states_and_weights):
@@ -128,23 +165,67 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
         weights = list(states_and_weights[num_states:])
         # Inputs cut from any tape: otherwise TensorFlow would also build its
         # own gradient of the loop.
-        final, stacked = forward(
-            *tf.nest.map_structure(
-                tf.stop_gradient, (xs, masks, rec_mask, states, weights)
-            )
+        xs, states, weights = tf.nest.map_structure(
+            tf.stop_gradient, (xs, states, weights)
         )
+        xs_p = pieces(xs)
+        masks_p = pieces(tf.cast(masks, "bool")) if has_mask else None
+
+        def piece_masks(p):
+            return masks_p[p] if has_mask else absent
+
+        def body(p, states, starts, stacks):
+            starts = [ta.write(p, s) for ta, s in zip(starts, states)]
+            new, stacked = forward(
+                xs_p[p], piece_masks(p), rec_mask, states, weights, length(p)
+            )
+            stacks = [ta.write(p, s) for ta, s in zip(stacks, stacked)]
+            return p + 1, new, starts, stacks
+
+        _, final, starts, stacks = tf.while_loop(
+            lambda p, *_: p < count,
+            body,
+            (0, states, lists(states), lists(states, (CHUNK,))),
+        )
+        # Each piece's initial states and every step's states, for backward.
+        starts = [ta.stack() for ta in starts]
+        stacks = [ta.stack() for ta in stacks]
+        hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
 
         def grad(d_hs, *d_final):
             d_final = [
                 tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)
             ]
-            d_hs = tf.zeros_like(stacked[0]) if d_hs is None else d_hs
-            d_xs, d_states, d_weights = backward(
-                xs, masks, rec_mask, states, weights, stacked, d_hs, d_final
-            )
-            return [d_xs, *d_states, *d_weights]
+            d_hs_p = pieces(tf.zeros_like(hs) if d_hs is None else d_hs)
 
-        return [stacked[0], *final], grad
+            def body(p, d_carry, d_weights, d_xs):
+                d_x, d_carry, d_w = backward(
+                    xs_p[p],
+                    piece_masks(p),
+                    rec_mask,
+                    [s[p] for s in starts],
+                    weights,
+                    [s[p] for s in stacks],
+                    d_hs_p[p],
+                    d_carry,
+                    length(p),
+                )
+                d_weights = [a + b for a, b in zip(d_weights, d_w)]
+                return p - 1, d_carry, d_weights, d_xs.write(p, d_x)
+
+            _, d_states, d_weights, d_xs = tf.while_loop(
+                lambda p, *_: p >= 0,
+                body,
+                (
+                    count - 1,
+                    d_final,
+                    [tf.zeros_like(w) for w in weights],
+                    lists([xs[0]], (CHUNK,))[0],
+                ),
+            )
+            return [whole(d_xs.stack(), xs.shape), *d_states, *d_weights]
+
+        return [hs, *final], grad
 
     hs, *final = run(xs, *states, *weights)
     return hs, final
@@ -208,13 +289,15 @@ def _functions(cell, has_mask, has_rec_mask):
         # cell alive.
         cell_ref = weakref.ref(cell)
 
-    def forward(xs, masks, rec_mask, states, weights):
-        """Final states and every step's states."""
+    def forward(xs, masks, rec_mask, states, weights, steps):
+        """Final states after the first ``steps`` steps of ``xs``, and every
+        step's states, stacked in ``xs.shape[0]`` rows (the first ``steps``
+        of them written)."""
         cell = cell_ref()
         kernel, update, extra = _fenced_step_parts(cell, weights)
         rec_mask = rec_mask if has_rec_mask else None
-        steps = tf.shape(xs)[0]
-        states_t = [tf.TensorArray(s.dtype, size=steps) for s in states]
+        size = tf.shape(xs)[0]
+        states_t = [tf.TensorArray(s.dtype, size=size) for s in states]
 
         def body(t, states, states_t):
             h_in = recurrent_input(states[0], rec_mask, cell.compute_dtype)
@@ -227,18 +310,19 @@ def _functions(cell, has_mask, has_rec_mask):
             lambda t, *_: t < steps,
             body,
             (0, states, states_t),
-            maximum_iterations=steps,  # XLA sizes the tensor lists with it
+            maximum_iterations=size,  # XLA sizes the tensor lists with it
         )
         return final, [ta.stack() for ta in states_t]
 
-    def backward(xs, masks, rec_mask, states, weights, stacked, d_hs, d_final):
-        """Gradients with respect to ``xs``, the initial states and weights."""
+    def backward(xs, masks, rec_mask, states, weights, stacked, d_hs, d_final, steps):
+        """Gradients with respect to ``xs``, the initial states and weights,
+        over the first ``steps`` steps of ``xs``."""
         cell = cell_ref()
         with tf.GradientTape() as tape:
             tape.watch(weights)
             kernel, update, extra = _fenced_step_parts(cell, weights)
         rec_mask = rec_mask if has_rec_mask else None
-        steps = tf.shape(xs)[0]
+        size = tf.shape(xs)[0]
         # The h each step started from: the initial one, then the outputs of
         # every step but the last (one copy, which the kernel's gradient
         # reads too). The other states are read where they are stored.
@@ -250,11 +334,13 @@ def _functions(cell, has_mask, has_rec_mask):
         # For update_sums_inputs cells dr_t == dx_t: one list holds both.
         sums = declared(cell, "update_sums_inputs", False)
         d_inputs_t = [
-            tf.TensorArray(xs.dtype, size=steps) for _ in range(1 if sums else 2)
+            tf.TensorArray(xs.dtype, size=size) for _ in range(1 if sums else 2)
         ]
 
-        def body(k, d_states, d_extra, d_inputs_t):
-            t = steps - 1 - k
+        # The step index counts down as a loop variable: computed from
+        # ``steps`` (t = steps - 1 - k), XLA would compile the loop once for
+        # every value of ``steps``.
+        def body(t, d_states, d_extra, d_inputs_t):
             d_new = [d_states[0] + d_hs[t], *d_states[1:]]
             first = tf.equal(t, 0)
             before = tf.maximum(t - 1, 0)
@@ -282,15 +368,18 @@ def _functions(cell, has_mask, has_rec_mask):
             d_old[0] = d_old[0] + tf.cast(d_h_in, d_old[0].dtype)
             d_extra = [a + b for a, b in zip(d_extra, d_step_extra)]
             d_inputs_t = [ta.write(t, d) for ta, d in zip(d_inputs_t, d_inputs)]
-            return k + 1, d_old, d_extra, d_inputs_t
+            return t - 1, d_old, d_extra, d_inputs_t
 
         _, d_states, d_extra, d_inputs_t = tf.while_loop(
-            lambda k, *_: k < steps,
+            lambda t, *_: t >= 0,
             body,
-            (0, d_final, [tf.zeros_like(e) for e in extra], d_inputs_t),
-            maximum_iterations=steps,
+            (steps - 1, d_final, [tf.zeros_like(e) for e in extra], d_inputs_t),
+            maximum_iterations=size,
         )
         d_inputs = [ta.stack() for ta in d_inputs_t]  # one list when sums
+        # Rows after ``steps``, which no step wrote, are zero.
+        written = tf.reshape(tf.range(size) < steps, (-1, 1, 1))
+        d_inputs = [tf.where(written, d, tf.zeros_like(d)) for d in d_inputs]
         d_xs, d_rs = d_inputs[0], d_inputs[-1]
         # sum_t h_in_t^T dr_t, one matmul over (time * batch) rows.
         d_kernel = tf.tensordot(h_ins, d_rs, axes=[[0, 1], [0, 1]])

@@ -161,18 +161,56 @@ def test_configurations_pytorch_cannot_compute_are_not_served(layer):
     fused.assert_not_called()
 
 
+# Right padding, the sequences not sorted by length, one of them whole.
+RIGHT_PADDED = np.arange(6)[None] < np.array([[4], [6], [1], [3]])
+
+
+@pytest.mark.parametrize("name", SERVED)
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+def test_right_padded_masks_run_packed_and_match_builtin(name, return_sequences):
+    """Packed sequences: the built-in's outputs at the masked steps (zeros with
+    return_sequences, else the last output), final states and gradients."""
+    ours, builtin = layer_pair(
+        name, return_sequences=return_sequences, return_state=True
+    )
+    assert ours.loop_for(mask=RIGHT_PADDED) == "torch-fused"
+    x, states = random_inputs(batch=4), random_states(name, batch=4)
+    with mock.patch.object(
+        torch_loop, "recurrence", wraps=torch_loop.recurrence
+    ) as fused:
+        assert_all_close(
+            ours(x, initial_state=states, mask=RIGHT_PADDED),
+            builtin(x, initial_state=states, mask=RIGHT_PADDED),
+        )
+        assert_all_close(
+            gradients(
+                _loss(ours, len(states), mask=RIGHT_PADDED),
+                [x, *states, *ours.trainable_variables],
+            ),
+            gradients(
+                _loss(builtin, len(states), mask=RIGHT_PADDED),
+                [x, *states, *builtin.trainable_variables],
+            ),
+        )
+    assert fused.call_count == 2
+
+
 @pytest.mark.parametrize(
     "call",
     [
-        {"mask": np.array([[True, True, False]] * 2)},
+        {"mask": np.array([[True, False, True]] * 2)},  # a hole
+        {"mask": np.array([[True, True, False], [False] * 3])},  # an empty row
+        {"mask": True},  # any mask
         {"training": True},  # with recurrent dropout
     ],
-    ids=["mask", "recurrent_dropout"],
+    ids=["holes", "empty_sequence", "any_mask", "recurrent_dropout"],
 )
 def test_masks_and_recurrent_dropout_run_the_portable_loop(call):
     layer = kr.GRU(4, recurrent_dropout=0.5, seed=1)
     assert layer.loop_for() == "torch-fused"
     assert layer.loop_for(**call) == "portable"
+    if call.get("mask") is True:
+        return  # stands for a mask when asking, not for one to call with
     with mock.patch.object(torch_loop, "recurrence") as fused:
         layer(random_inputs(batch=2, time=3), **call)
     fused.assert_not_called()

@@ -4,8 +4,9 @@ Every loop implements one protocol, in a module of its own:
 
 - ``NAME``: what :meth:`RecurrentLayer.loop_for` answers when it runs;
 - ``serves(layer, mask, recurrent_dropout_mask) -> bool``: whether it
-  computes this call of ``layer`` (it reads only whether each mask is
-  given);
+  computes this call of ``layer``. It reads whether each mask is given, and
+  PyTorch's, which runs eagerly, also the mask's values (True stands for a
+  mask of any pattern);
 - ``recurrence(layer, sequences, initial_state, mask,
   recurrent_dropout_mask) -> (last_output, outputs, states)``: the call, for
   batch-major ``sequences`` after input dropout, with ``outputs`` of shape
@@ -92,7 +93,7 @@ def _loop(layer, mask, recurrent_dropout_mask):
 
 def choose(layer, mask=None, training=False):
     """The name of the loop that runs ``layer`` for a call with this mask
-    (any value but None stands for a mask) and ``training``."""
+    (True stands for a mask of any pattern) and ``training``."""
     if not runs_step_parts(layer.cell):
         return CELL_CALL
     # A stand-in: serves reads only whether the recurrent mask is given.

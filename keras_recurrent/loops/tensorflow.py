@@ -392,7 +392,7 @@ def _functions(cell, has_mask, has_rec_mask):
         return d_xs, d_states, d_weights
 
     cache[key] = (
-        tf.function(forward, jit_compile=True),
-        tf.function(backward, jit_compile=True),
+        tf.function(forward, jit_compile=True, autograph=False),
+        tf.function(backward, jit_compile=True, autograph=False),
     )
     return cache[key]

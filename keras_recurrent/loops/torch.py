@@ -8,11 +8,15 @@ run): one call for the whole sequence, forward and backward, with oneDNN
 kernels on a CPU; Keras's own PyTorch backend uses the same functions for its
 cuDNN path on a GPU. They run a cell only where the cell claims that kernel
 for its equations (``fused_kernel``, see ``keras_recurrent._cell``), in
-float32 or float64, for a call without a mask or recurrent dropout.
+float32 or float64, for a call without recurrent dropout, and without a mask
+or with a right-padded one (every sequence a run of steps from the first, at
+least one long; not with ``go_backwards``), which runs as a packed sequence
+(``torch.nn.utils.rnn.pack_padded_sequence``): the padding is never computed.
 Everything else runs the portable loop.
 """
 
 import torch
+from torch.nn.utils import rnn
 
 from keras_recurrent._cell import claimed_kernel
 
@@ -28,8 +32,11 @@ _FUNCTIONS = {
 
 
 def serves(layer, mask, recurrent_dropout_mask):
-    """Whether PyTorch's fused recurrence computes this call of ``layer``."""
-    if mask is not None or recurrent_dropout_mask is not None or layer.unroll:
+    """Whether PyTorch's fused recurrence computes this call of ``layer``:
+    PyTorch runs eagerly, so this reads the mask's values."""
+    if recurrent_dropout_mask is not None or layer.unroll:
+        return False
+    if mask is not None and (layer.go_backwards or _lengths(mask) is None):
         return False
     cell = layer.cell
     if cell.compute_dtype not in ("float32", "float64"):
@@ -45,10 +52,28 @@ def serves(layer, mask, recurrent_dropout_mask):
     return True
 
 
+def _lengths(mask):
+    """The length of each sequence of a right-padded ``(batch, time)`` mask,
+    as a CPU tensor, or None for any other mask, for an empty one, for one
+    without values, and for ``True``, which stands for any mask (see
+    ``loops.choose``)."""
+    if isinstance(mask, bool):
+        return None
+    mask = torch.as_tensor(mask)
+    if mask.is_meta or mask.numel() == 0:  # output shapes, or nothing to pack
+        return None
+    mask = mask.to(torch.bool)
+    lengths = mask.sum(dim=1)
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    if (lengths == 0).any() or not torch.equal(mask, steps < lengths[:, None]):
+        return None
+    return lengths.cpu()
+
+
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     """``(last_output, outputs, states)`` for batch-major ``sequences``, as
-    :func:`keras_recurrent.loops.portable.recurrence` returns them without a
-    mask; differentiable by PyTorch's autograd."""
+    :func:`keras_recurrent.loops.portable.recurrence` returns them;
+    differentiable by PyTorch's autograd."""
     claim = claimed_kernel(layer.cell)
     kernel, recurrent_kernel, bias, *projection = claim.weights()
     # The compute dtype (float32 or float64, see serves): Keras leaves
@@ -75,6 +100,8 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     # torch's weight_hr, (projection_units, units), after the biases.
     params += [p.T for p in projection]
     params = [p.contiguous() for p in params]
+    if mask is not None:
+        return _packed(layer, claim.name, sequences, hx, params, has_biases, mask)
     # (input, hx, params, has_biases, num_layers, dropout, train,
     # bidirectional, batch_first)
     options = (has_biases, 1, 0.0, False, False, True)
@@ -84,6 +111,38 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     else:
         outputs, h = _FUNCTIONS[claim.name](sequences, hx[0], params, *options)
         states = [h[0]]
+    return outputs[:, -1], outputs, states
+
+
+def _packed(layer, name, sequences, hx, params, has_biases, mask):
+    """The recurrence over the first ``length`` steps of each sequence, with
+    Keras's outputs at the masked steps after them (see
+    ``keras_recurrent.loops.portable.finish``)."""
+    packed = rnn.pack_padded_sequence(
+        sequences, _lengths(mask), batch_first=True, enforce_sorted=False
+    )
+    # The packed batch is sorted by length: so are the states, in and out.
+    hx = [h.index_select(1, packed.sorted_indices) for h in hx]
+    # (data, batch_sizes, hx, params, has_biases, num_layers, dropout, train,
+    # bidirectional)
+    options = (has_biases, 1, 0.0, False, False)
+    if name in ("lstm", "lstm_projected"):
+        data, *states = torch.lstm(
+            packed.data, packed.batch_sizes, hx, params, *options
+        )
+    else:
+        function = _FUNCTIONS[name]
+        data, *states = function(
+            packed.data, packed.batch_sizes, hx[0], params, *options
+        )
+    states = [s.index_select(1, packed.unsorted_indices)[0] for s in states]
+    outputs, _ = rnn.pad_packed_sequence(
+        packed._replace(data=data), batch_first=True, total_length=mask.shape[1]
+    )
+    if not layer.zero_output_for_mask:
+        # After its last step a sequence's output is its last output.
+        valid = torch.as_tensor(mask, device=outputs.device).to(torch.bool)[..., None]
+        outputs = torch.where(valid, outputs, states[0][:, None])
     return outputs[:, -1], outputs, states
 
 

@@ -2,7 +2,7 @@
 ``keras.layers`` built-in, epoch by epoch from a fresh process.
 
     python -m benchmarks.pipeline --backend tensorflow
-    python -m benchmarks.pipeline --quick          # one run, fewer sequences
+    python -m benchmarks.pipeline --quick          # one run of 256 sequences
 
 The pipeline is what a user meets first: ``Embedding(500, 16,
 mask_zero=True)`` -> ``LSTM(32)`` -> ``Dense(1)``, trained with ``fit`` on a
@@ -50,21 +50,23 @@ def parse_args(argv=None):
     parser.add_argument(
         "--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow")
     )
-    parser.add_argument("--runs", type=int, default=5, help="fresh processes")
+    parser.add_argument("--runs", type=int, help="fresh processes (5; --quick 1)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--sequences", type=int, default=2000)
+    parser.add_argument("--sequences", type=int, help="2000; --quick 256")
     parser.add_argument("--quick", action="store_true", help="1 run, 256 sequences")
     parser.add_argument("--out", type=Path, help="where to write the results")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # a run: its order
     args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 5
+    if args.sequences is None:
+        args.sequences = 256 if args.quick else 2000
     for name in ("runs", "epochs", "sequences"):
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name} must be a positive integer. "
                 f"Received: --{name} {getattr(args, name)}"
             )
-    if args.quick:
-        args.runs, args.sequences = 1, 256
     if args.out is None:
         quick = ("quick",) if args.quick else ()
         args.out = ROOT.joinpath("benchmarks", "results", *quick, "pipeline")
@@ -79,7 +81,8 @@ def sequences(count, seed=0):
 
     values = np.loadtxt(SERIES, delimiter=",", skiprows=1, usecols=2)
     scale = values.max()
-    tokens = 1 + np.minimum((values / scale * (VOCABULARY - 1)).astype(int), 498)
+    bins = (values / scale * (VOCABULARY - 1)).astype(int)  # the largest alone
+    tokens = 1 + np.minimum(bins, VOCABULARY - 2)  # 0 pads
     rng = np.random.default_rng(seed)
     lengths = rng.integers(LENGTHS[0], LENGTHS[1] + 1, count)
     starts = rng.integers(0, len(values) - LENGTHS[1] - 1, count)

@@ -6,7 +6,7 @@ import os
 import keras
 import pytest
 
-from benchmarks import memory, rnn
+from benchmarks import memory, pipeline, rnn
 
 
 def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
@@ -63,3 +63,59 @@ def test_memory_probe_sees_what_a_training_step_holds():
     batch, steps, features, units = size = (64, 200, 8, 64)
     peak = memory.measure("lstm", size, "ours", keras.backend.backend())
     assert peak >= 2 * steps * batch * units * 4 / 2**20
+
+
+def test_pipeline_sequences_are_windows_of_the_series_and_the_month_after():
+    import numpy as np
+
+    values = np.loadtxt(pipeline.SERIES, delimiter=",", skiprows=1, usecols=2)
+    xs, ys = pipeline.sequences(50, seed=3)
+    low, high = pipeline.LENGTHS
+    assert all(low <= len(x) <= high for x in xs)
+    assert all(1 <= x.min() and x.max() < pipeline.VOCABULARY for x in xs)
+    # Tokens rise with the count: months of one token have counts in one bin.
+    bins = np.floor(values / values.max() * (pipeline.VOCABULARY - 1))
+    tokens = 1 + np.minimum(bins, pipeline.VOCABULARY - 2)
+    for window, target in zip(xs, ys):
+        # Somewhere in the series: these tokens, then the target's month.
+        assert any(
+            np.array_equal(tokens[s : s + len(window)], window)
+            and np.isclose(values[s + len(window)] / values.max(), target)
+            for s in range(len(values) - len(window))
+        )
+
+
+def test_pipeline_counts_compilations_between_its_marks():
+    mark, compiled = pipeline.MARK, pipeline.COMPILED
+    log = "\n".join(
+        [
+            f"I0000 {compiled} time: 1 ms",  # before any epoch: not counted
+            mark + "builtin epoch 1",
+            mark + "ours epoch 1",
+            f"I0000 {compiled} time: 2 ms",
+            f"I0000 {compiled} time: 3 ms",
+            mark + "builtin epoch 2",
+            f"I0000 {compiled} time: 4 ms",
+            mark + "done",
+            f"I0000 {compiled} time: 5 ms",
+        ]
+    )
+    assert pipeline.compilations(log, epochs=2) == {"builtin": 1, "ours": 2}
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="counts XLA compilations"
+)
+def test_pipeline_run_agrees_with_builtin_and_compiles_once(tmp_path):
+    """Two epochs over batches of many lengths (and one batch size): the two
+    models agree before training, and our loops compile a forward and a
+    backward loop once."""
+    pipeline.main(
+        ["--quick", "--sequences", "64", "--epochs", "2", "--out", str(tmp_path)]
+    )
+    report = json.loads((tmp_path / "pipeline.json").read_text())
+    assert report["shapes"] > 1
+    assert report["compilations"] == {"builtin": 0, "ours": 2}
+    assert report["largest_difference"] < 1e-5
+    assert len(report["epochs"]["ours"]) == 2
+    assert "| all |" in (tmp_path / "pipeline.md").read_text()

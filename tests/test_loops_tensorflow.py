@@ -253,36 +253,40 @@ def _long_mask(batch, time, seed=4):
     [{"masked": False}, {"masked": True, "go_backwards": True}],
     ids=["plain", "masked_backwards"],
 )
-def test_sequences_longer_than_a_piece_match_builtin(name, options):
-    """A sequence of two whole pieces and a padded third (see ``CHUNK``):
-    outputs, final states and every gradient are the built-in's."""
+def test_lengths_known_only_at_run_time_run_in_pieces_and_match_builtin(name, options):
+    """Traced with an unknown length, called with two whole pieces and a
+    padded third (see ``CHUNK``): outputs, final states and every gradient
+    are the built-in's."""
     options = dict(options)
     masked = options.pop("masked")
     time = 2 * tf_loop.CHUNK + 7
     ours, builtin = layer_pair(
         name, return_sequences=True, return_state=True, **options
     )
-    x = random_inputs(batch=4, time=time)
-    states = random_states(name, batch=4)
+    x = tf.constant(random_inputs(batch=4, time=time))
+    states = [tf.constant(s) for s in random_states(name, batch=4)]
     kwargs = {"mask": _long_mask(4, time)} if masked else {}
+    specs = [tf.TensorSpec((None, None, 5)), *(tf.TensorSpec(s.shape) for s in states)]
 
-    def loss(layer):
-        def fn(x, *rest):
-            outputs = layer(x, initial_state=list(rest[: len(states)]), **kwargs)
-            return sum(keras.ops.sum(o**2) for o in outputs)
+    def results(layer):
+        @tf.function(input_signature=specs)
+        def call(x, *initial):
+            return layer(x, initial_state=list(initial), **kwargs)
 
-        return fn
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            outputs = call(x, *states)
+            loss = sum(tf.reduce_sum(o**2) for o in outputs)
+        sources = [x, *states, *layer.trainable_variables]
+        return outputs, tape.gradient(loss, sources)
 
-    assert_all_close(
-        ours(x, initial_state=states, **kwargs),
-        builtin(x, initial_state=states, **kwargs),
-    )
+    with mock.patch.object(tf_loop, "_in_pieces", wraps=tf_loop._in_pieces) as spy:
+        outputs, grads = results(ours)
+    assert spy.called
+    expected_outputs, expected_grads = results(builtin)
+    assert_all_close(outputs, expected_outputs)
     # Sums over 135 steps reach 1e2 in float32: compared relative to that.
-    assert_all_close(
-        gradients(loss(ours), [x, *states, *ours.trainable_variables]),
-        gradients(loss(builtin), [x, *states, *builtin.trainable_variables]),
-        rtol=1e-5,
-    )
+    assert_all_close(grads, expected_grads, rtol=1e-5)
 
 
 _COMPILATIONS = """
@@ -301,12 +305,14 @@ for time in {times}:
 
 
 def test_one_compilation_serves_every_sequence_length():
-    """Lengths below, at and above a piece, each a new shape: XLA compiles
-    the forward loop and the backward loop once each (TensorFlow logs every
-    compilation), where it compiled once per length before."""
-    times = [5, 70, tf_loop.CHUNK, 200, 1]
+    """Lengths below, at and above a piece, each a new shape. The function
+    is traced for the first length, whose loops XLA compiles, forward and
+    backward; then with the length unknown, which runs in pieces: two more
+    compilations for all the other lengths (TensorFlow logs every
+    compilation). Compiled per length, it would be twelve."""
+    times = [5, 70, tf_loop.CHUNK, 200, 1, 130]
     result = run_fresh(
         ["-c", _COMPILATIONS.format(times=times)],
         env={"TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "device_compiler=1"},
     )
-    assert result.stderr.count("Compilation of XLA executable") == 2
+    assert result.stderr.count("Compilation of XLA executable") == 4

@@ -114,28 +114,80 @@ def _fenced_step_parts(cell, weights):
     return cell.step_parts(weights, recurrent_activation=lambda z: fence(gate(z)))
 
 
-#: Time steps per call of a compiled loop. A sequence runs in pieces of this
-#: many steps, the last one padded, so that one compilation serves every
-#: sequence length: XLA compiles a function once per input shape.
+#: Time steps per call of a compiled loop for a sequence whose length is
+#: known only when it arrives (see ``_in_pieces``).
 CHUNK = 64
 
 
 def _loop(cell, xs, masks, rec_mask, states, weights):
     """``(hs, final_states)`` over time-major ``xs``, with a custom gradient.
 
-    The sequence runs in pieces of ``CHUNK`` steps, the last one padded with
-    zeros: each piece is a call of the same compiled loop, which runs as many
-    steps as the piece has, so the padding is never computed and the states,
-    outputs and gradients are those of the whole sequence. The pieces follow
-    one another in a ``tf.while_loop`` outside XLA, which serves sequences
-    whose length is known only when they arrive (the time axis of a Keras
-    train function traced with ``reduce_retracing``).
+    XLA compiles a function once per input shape. A sequence whose length is
+    known when the loop is traced (a layer called eagerly, a function traced
+    for one shape) runs in one call of the compiled loops, compiled for that
+    length (``_at_once``); one whose length is not (Keras traces its train and
+    predict functions with ``reduce_retracing``, which leaves the time axis
+    unknown once a second length has arrived) runs in pieces of ``CHUNK``
+    steps (``_in_pieces``), so that one compilation serves every length.
     """
     forward, backward = _functions(cell, masks is not None, rec_mask is not None)
-    absent = tf.zeros((0,))  # stands in for an absent mask as a function input
-    has_mask = masks is not None
-    rec_mask = absent if rec_mask is None else rec_mask
+    masks = None if masks is None else tf.cast(masks, "bool")
+    # An empty tensor stands in for an absent mask as a function input.
+    rec_mask = tf.zeros((0,)) if rec_mask is None else rec_mask
     num_states = len(states)
+    over = _at_once if xs.shape[0] is not None else _in_pieces
+
+    @tf.custom_gradient
+    def run(xs, *states_and_weights):
+        states = list(states_and_weights[:num_states])
+        weights = list(states_and_weights[num_states:])
+        # Inputs cut from any tape: otherwise TensorFlow would also build its
+        # own gradient of the loop.
+        xs, states, weights = tf.nest.map_structure(
+            tf.stop_gradient, (xs, states, weights)
+        )
+        final, hs, backward_over = over(
+            (forward, backward), xs, masks, rec_mask, states, weights
+        )
+
+        def grad(d_hs, *d_final):
+            d_final = [
+                tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)
+            ]
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_xs, d_states, d_weights = backward_over(d_hs, d_final)
+            return [d_xs, *d_states, *d_weights]
+
+        return [hs, *final], grad
+
+    hs, *final = run(xs, *states, *weights)
+    return hs, final
+
+
+def _at_once(loops, xs, masks, rec_mask, states, weights):
+    """``(final_states, hs, backward_over)``: the whole sequence in one call
+    of the compiled loops; ``backward_over(d_hs, d_final)`` gives the
+    gradients with respect to ``xs``, the states and the weights."""
+    forward, backward = loops
+    masks = tf.zeros((0,)) if masks is None else masks
+    steps = tf.shape(xs)[0]
+    final, stacked = forward(xs, masks, rec_mask, states, weights, steps)
+
+    def backward_over(d_hs, d_final):
+        return backward(
+            xs, masks, rec_mask, states, weights, stacked, d_hs, d_final, steps
+        )
+
+    return final, stacked[0], backward_over
+
+
+def _in_pieces(loops, xs, masks, rec_mask, states, weights):
+    """:func:`_at_once` in pieces of ``CHUNK`` steps, the last one padded
+    with zeros: each piece a call of the same compiled loop, which runs as
+    many steps as the piece has, so the padding is never computed and the
+    states, outputs and gradients are those of the whole sequence. The
+    pieces follow one another in a ``tf.while_loop`` outside XLA."""
+    forward, backward = loops
     steps = tf.shape(xs)[0]
     count = (steps + CHUNK - 1) // CHUNK
 
@@ -159,76 +211,64 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
             for t in tensors
         ]
 
-    @tf.custom_gradient
-    def run(xs, *states_and_weights):
-        states = list(states_and_weights[:num_states])
-        weights = list(states_and_weights[num_states:])
-        # Inputs cut from any tape: otherwise TensorFlow would also build its
-        # own gradient of the loop.
-        xs, states, weights = tf.nest.map_structure(
-            tf.stop_gradient, (xs, states, weights)
+    xs_p = pieces(xs)
+    masks_p = None if masks is None else pieces(masks)
+
+    def piece_masks(p):
+        return tf.zeros((0,)) if masks is None else masks_p[p]
+
+    def body(p, states, starts, stacks):
+        starts = [ta.write(p, s) for ta, s in zip(starts, states)]
+        new, stacked = forward(
+            xs_p[p], piece_masks(p), rec_mask, states, weights, length(p)
         )
-        xs_p = pieces(xs)
-        masks_p = pieces(tf.cast(masks, "bool")) if has_mask else None
+        # The compiled function's outputs have no static batch size.
+        new = [tf.ensure_shape(n, s.shape) for n, s in zip(new, states)]
+        stacks = [ta.write(p, s) for ta, s in zip(stacks, stacked)]
+        return p + 1, new, starts, stacks
 
-        def piece_masks(p):
-            return masks_p[p] if has_mask else absent
+    _, final, starts, stacks = tf.while_loop(
+        lambda p, *_: p < count,
+        body,
+        (0, states, lists(states), lists(states, (CHUNK,))),
+    )
+    # Each piece's initial states and every step's states, for backward.
+    starts = [ta.stack() for ta in starts]
+    stacks = [ta.stack() for ta in stacks]
 
-        def body(p, states, starts, stacks):
-            starts = [ta.write(p, s) for ta, s in zip(starts, states)]
-            new, stacked = forward(
-                xs_p[p], piece_masks(p), rec_mask, states, weights, length(p)
+    def backward_over(d_hs, d_final):
+        d_hs_p = pieces(d_hs)
+
+        def body(p, d_carry, d_weights, d_xs):
+            d_x, d_carry, d_w = backward(
+                xs_p[p],
+                piece_masks(p),
+                rec_mask,
+                [s[p] for s in starts],
+                weights,
+                [s[p] for s in stacks],
+                d_hs_p[p],
+                d_carry,
+                length(p),
             )
-            stacks = [ta.write(p, s) for ta, s in zip(stacks, stacked)]
-            return p + 1, new, starts, stacks
+            d_carry = [tf.ensure_shape(d, s.shape) for d, s in zip(d_carry, states)]
+            d_weights = [a + b for a, b in zip(d_weights, d_w)]
+            return p - 1, d_carry, d_weights, d_xs.write(p, d_x)
 
-        _, final, starts, stacks = tf.while_loop(
-            lambda p, *_: p < count,
+        _, d_states, d_weights, d_xs = tf.while_loop(
+            lambda p, *_: p >= 0,
             body,
-            (0, states, lists(states), lists(states, (CHUNK,))),
+            (
+                count - 1,
+                d_final,
+                [tf.zeros_like(w) for w in weights],
+                lists([xs[0]], (CHUNK,))[0],
+            ),
         )
-        # Each piece's initial states and every step's states, for backward.
-        starts = [ta.stack() for ta in starts]
-        stacks = [ta.stack() for ta in stacks]
-        hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
+        return whole(d_xs.stack(), xs.shape), d_states, d_weights
 
-        def grad(d_hs, *d_final):
-            d_final = [
-                tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)
-            ]
-            d_hs_p = pieces(tf.zeros_like(hs) if d_hs is None else d_hs)
-
-            def body(p, d_carry, d_weights, d_xs):
-                d_x, d_carry, d_w = backward(
-                    xs_p[p],
-                    piece_masks(p),
-                    rec_mask,
-                    [s[p] for s in starts],
-                    weights,
-                    [s[p] for s in stacks],
-                    d_hs_p[p],
-                    d_carry,
-                    length(p),
-                )
-                d_weights = [a + b for a, b in zip(d_weights, d_w)]
-                return p - 1, d_carry, d_weights, d_xs.write(p, d_x)
-
-            _, d_states, d_weights, d_xs = tf.while_loop(
-                lambda p, *_: p >= 0,
-                body,
-                (
-                    count - 1,
-                    d_final,
-                    [tf.zeros_like(w) for w in weights],
-                    lists([xs[0]], (CHUNK,))[0],
-                ),
-            )
-            return [whole(d_xs.stack(), xs.shape), *d_states, *d_weights]
-
-        return [hs, *final], grad
-
-    hs, *final = run(xs, *states, *weights)
-    return hs, final
+    hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
+    return final, hs, backward_over
 
 
 def _shared_key(cell):

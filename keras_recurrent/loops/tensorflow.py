@@ -26,6 +26,10 @@ The loop compiles the cell's own step pieces, so it serves any cell whose
 ``unroll=True``; masks and recurrent dropout too. TensorFlow could not
 differentiate a compiled loop by itself anyway: the loop's tensor lists
 cannot cross the XLA boundary.
+
+XLA compiles once per input shape. A length unknown when traced runs in
+pieces of ``CHUNK`` steps, so that it compiles once for all lengths (see
+``_loop``).
 """
 
 import json

@@ -129,10 +129,11 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
     XLA compiles a function once per input shape. A sequence whose length is
     known when the loop is traced (a layer called eagerly, a function traced
     for one shape) runs in one call of the compiled loops, compiled for that
-    length (``_at_once``); one whose length is not (Keras traces its train and
-    predict functions with ``reduce_retracing``, which leaves the time axis
-    unknown once a second length has arrived) runs in pieces of ``CHUNK``
-    steps (``_in_pieces``), so that one compilation serves every length.
+    length (``_at_once``); one whose length is not (Keras's train and
+    predict functions, traced with the time axis unknown for a ``tf.data``
+    dataset of padded batches, and after a second length otherwise) runs in
+    pieces of ``CHUNK`` steps (``_in_pieces``), so that one compilation
+    serves every length.
     """
     forward, backward = _functions(cell, masks is not None, rec_mask is not None)
     masks = None if masks is None else tf.cast(masks, "bool")

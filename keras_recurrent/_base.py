@@ -192,8 +192,9 @@ class RecurrentLayer(keras.layers.RNN):
           ``torch.rnn_relu``), when the cell claims one and the call has no
           recurrent dropout, and no mask or a right-padded one (each
           sequence's steps from the first, none empty; not with
-          ``go_backwards``), which it runs packed. ``mask=True`` stands for a
-          mask of any pattern, which runs the portable loop;
+          ``go_backwards``; see ``keras_recurrent/loops/torch.py``).
+          ``mask=True`` stands for a mask of any pattern, which runs the
+          portable loop;
         - ``"portable"``: the ``keras.ops`` loop over the cell's step, on
           every backend (a Python loop with ``unroll=True``);
         - ``"cell-call"``: for a cell class that overrides ``call``, Keras's

@@ -167,17 +167,25 @@ RIGHT_PADDED = np.arange(6)[None] < np.array([[4], [6], [1], [3]])
 
 @pytest.mark.parametrize("name", SERVED)
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
-def test_right_padded_masks_run_packed_and_match_builtin(name, return_sequences):
-    """Packed sequences: the built-in's outputs at the masked steps (zeros with
-    return_sequences, else the last output), final states and gradients."""
+@pytest.mark.parametrize("return_state", [True, False], ids=["states", "no_states"])
+def test_right_padded_masks_run_fused_and_match_builtin(
+    name, return_sequences, return_state
+):
+    """Over the padding, or packed (an LSTM returning its states): the
+    built-in's outputs at the masked steps (zeros with return_sequences, else
+    the last output), final states and gradients."""
     ours, builtin = layer_pair(
-        name, return_sequences=return_sequences, return_state=True
+        name, return_sequences=return_sequences, return_state=return_state
     )
+    packed = name == "lstm" and return_state
     assert ours.loop_for(mask=RIGHT_PADDED) == "torch-fused"
     x, states = random_inputs(batch=4), random_states(name, batch=4)
-    with mock.patch.object(
-        torch_loop, "recurrence", wraps=torch_loop.recurrence
-    ) as fused:
+    with (
+        mock.patch.object(
+            torch_loop, "recurrence", wraps=torch_loop.recurrence
+        ) as fused,
+        mock.patch.object(torch_loop, "_packed", wraps=torch_loop._packed) as run,
+    ):
         assert_all_close(
             ours(x, initial_state=states, mask=RIGHT_PADDED),
             builtin(x, initial_state=states, mask=RIGHT_PADDED),
@@ -193,6 +201,7 @@ def test_right_padded_masks_run_packed_and_match_builtin(name, return_sequences)
             ),
         )
     assert fused.call_count == 2
+    assert run.call_count == (2 if packed else 0)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,11 @@ cuDNN path on a GPU. They run a cell only where the cell claims that kernel
 for its equations (``fused_kernel``, see ``keras_recurrent._cell``), in
 float32 or float64, for a call without recurrent dropout, and without a mask
 or with a right-padded one (every sequence a run of steps from the first, at
-least one long; not with ``go_backwards``), which runs as a packed sequence
-(``torch.nn.utils.rnn.pack_padded_sequence``): the padding is never computed.
-Everything else runs the portable loop.
+least one long; not with ``go_backwards``): that runs over the padding, whose
+results it then replaces (``_after_padding``), or for an LSTM that returns
+or keeps its states as a packed sequence
+(``torch.nn.utils.rnn.pack_padded_sequence``). Everything else runs the
+portable loop.
 """
 
 import torch
@@ -100,7 +102,7 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     # torch's weight_hr, (projection_units, units), after the biases.
     params += [p.T for p in projection]
     params = [p.contiguous() for p in params]
-    if mask is not None:
+    if mask is not None and _needs_packing(layer, claim.name):
         return _packed(layer, claim.name, sequences, hx, params, has_biases, mask)
     # (input, hx, params, has_biases, num_layers, dropout, train,
     # bidirectional, batch_first)
@@ -111,13 +113,41 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     else:
         outputs, h = _FUNCTIONS[claim.name](sequences, hx[0], params, *options)
         states = [h[0]]
+    if mask is not None:
+        return _after_padding(layer, outputs, states, mask)
     return outputs[:, -1], outputs, states
 
 
+def _needs_packing(layer, name):
+    """Whether a right-padded call must run packed: an LSTM's final cell
+    state is not among the outputs, so an LSTM that returns or keeps its
+    states does. Any other call runs over the padding (see
+    :func:`_after_padding`), which is several times faster on a CPU:
+    PyTorch's packed kernels do not use oneDNN."""
+    return name in ("lstm", "lstm_projected") and (layer.return_state or layer.stateful)
+
+
+def _after_padding(layer, outputs, states, mask):
+    """Keras's results for a right-padded mask from the recurrence run over
+    the whole padded sequence. A step after a sequence's end changes nothing
+    before it, so each sequence's outputs up to its length are exact, the
+    last of them is its final h, and no gradient flows from the steps after
+    it. An LSTM's c stays the one after the padding: its layer neither
+    returns nor keeps it (:func:`_needs_packing`)."""
+    lengths = _lengths(mask).to(outputs.device)
+    batch, steps = outputs.shape[:2]
+    last = outputs[torch.arange(batch, device=outputs.device), lengths - 1]
+    valid = torch.arange(steps, device=outputs.device) < lengths[:, None]
+    # At a masked step Keras outputs zeros, or the sequence's last output.
+    fill = torch.zeros_like(last) if layer.zero_output_for_mask else last
+    outputs = torch.where(valid[..., None], outputs, fill[:, None])
+    return outputs[:, -1], outputs, [last, *states[1:]]
+
+
 def _packed(layer, name, sequences, hx, params, has_biases, mask):
-    """The recurrence over the first ``length`` steps of each sequence, with
-    Keras's outputs at the masked steps after them (see
-    ``keras_recurrent.loops.portable.finish``)."""
+    """The recurrence over the first ``length`` steps of each sequence only,
+    as a packed sequence, with Keras's outputs at the masked steps after them
+    (see ``keras_recurrent.loops.portable.finish``)."""
     packed = rnn.pack_padded_sequence(
         sequences, _lengths(mask), batch_first=True, enforce_sorted=False
     )

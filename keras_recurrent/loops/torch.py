@@ -11,7 +11,7 @@ for its equations (``fused_kernel``, see ``keras_recurrent._cell``), in
 float32 or float64, for a call without recurrent dropout, and without a mask
 or with a right-padded one (every sequence a run of steps from the first, at
 least one long; not with ``go_backwards``): that runs over the padding, whose
-results it then replaces (``_after_padding``), or for an LSTM that returns
+results it then replaces (``_masked_results``), or for an LSTM that returns
 or keeps its states as a packed sequence
 (``torch.nn.utils.rnn.pack_padded_sequence``). Everything else runs the
 portable loop.
@@ -102,8 +102,9 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     # torch's weight_hr, (projection_units, units), after the biases.
     params += [p.T for p in projection]
     params = [p.contiguous() for p in params]
+    lengths = None if mask is None else _lengths(mask)
     if mask is not None and _needs_packing(layer, claim.name):
-        return _packed(layer, claim.name, sequences, hx, params, has_biases, mask)
+        return _packed(layer, claim.name, sequences, hx, params, has_biases, lengths)
     # (input, hx, params, has_biases, num_layers, dropout, train,
     # bidirectional, batch_first)
     options = (has_biases, 1, 0.0, False, False, True)
@@ -114,27 +115,28 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
         outputs, h = _FUNCTIONS[claim.name](sequences, hx[0], params, *options)
         states = [h[0]]
     if mask is not None:
-        return _after_padding(layer, outputs, states, mask)
+        # Run over the padding: a step after a sequence's end changes
+        # nothing before it, and an LSTM's c, the one after the padding, is
+        # neither returned nor kept (see _needs_packing).
+        return _masked_results(layer, outputs, states, lengths)
     return outputs[:, -1], outputs, states
 
 
 def _needs_packing(layer, name):
     """Whether a right-padded call must run packed: an LSTM's final cell
     state is not among the outputs, so an LSTM that returns or keeps its
-    states does. Any other call runs over the padding (see
-    :func:`_after_padding`), which is several times faster on a CPU:
-    PyTorch's packed kernels do not use oneDNN."""
+    states does. Any other call runs over the padding, which is several
+    times faster on a CPU: PyTorch's packed kernels do not use oneDNN."""
     return name in ("lstm", "lstm_projected") and (layer.return_state or layer.stateful)
 
 
-def _after_padding(layer, outputs, states, mask):
-    """Keras's results for a right-padded mask from the recurrence run over
-    the whole padded sequence. A step after a sequence's end changes nothing
-    before it, so each sequence's outputs up to its length are exact, the
-    last of them is its final h, and no gradient flows from the steps after
-    it. An LSTM's c stays the one after the padding: its layer neither
-    returns nor keeps it (:func:`_needs_packing`)."""
-    lengths = _lengths(mask).to(outputs.device)
+def _masked_results(layer, outputs, states, lengths):
+    """``(last_output, outputs, states)`` for a right-padded mask, from
+    ``outputs`` exact up to each sequence's ``length``: Keras's outputs at
+    the masked steps after it (see ``keras_recurrent.loops.portable.finish``),
+    and its final h read at its end, so that no gradient flows from the
+    steps after it. The other states are kept as they are."""
+    lengths = lengths.to(outputs.device)
     batch, steps = outputs.shape[:2]
     last = outputs[torch.arange(batch, device=outputs.device), lengths - 1]
     valid = torch.arange(steps, device=outputs.device) < lengths[:, None]
@@ -144,12 +146,11 @@ def _after_padding(layer, outputs, states, mask):
     return outputs[:, -1], outputs, [last, *states[1:]]
 
 
-def _packed(layer, name, sequences, hx, params, has_biases, mask):
+def _packed(layer, name, sequences, hx, params, has_biases, lengths):
     """The recurrence over the first ``length`` steps of each sequence only,
-    as a packed sequence, with Keras's outputs at the masked steps after them
-    (see ``keras_recurrent.loops.portable.finish``)."""
+    as a packed sequence (see :func:`_masked_results`)."""
     packed = rnn.pack_padded_sequence(
-        sequences, _lengths(mask), batch_first=True, enforce_sorted=False
+        sequences, lengths, batch_first=True, enforce_sorted=False
     )
     # The packed batch is sorted by length: so are the states, in and out.
     hx = [h.index_select(1, packed.sorted_indices) for h in hx]
@@ -167,13 +168,9 @@ def _packed(layer, name, sequences, hx, params, has_biases, mask):
         )
     states = [s.index_select(1, packed.unsorted_indices)[0] for s in states]
     outputs, _ = rnn.pad_packed_sequence(
-        packed._replace(data=data), batch_first=True, total_length=mask.shape[1]
+        packed._replace(data=data), batch_first=True, total_length=sequences.shape[1]
     )
-    if not layer.zero_output_for_mask:
-        # After its last step a sequence's output is its last output.
-        valid = torch.as_tensor(mask, device=outputs.device).to(torch.bool)[..., None]
-        outputs = torch.where(valid, outputs, states[0][:, None])
-    return outputs[:, -1], outputs, states
+    return _masked_results(layer, outputs, states, lengths)
 
 
 def _gru_order(weight):

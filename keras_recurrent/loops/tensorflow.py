@@ -137,8 +137,7 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
     """
     forward, backward = _functions(cell, masks is not None, rec_mask is not None)
     masks = None if masks is None else tf.cast(masks, "bool")
-    # An empty tensor stands in for an absent mask as a function input.
-    rec_mask = tf.zeros((0,)) if rec_mask is None else rec_mask
+    rec_mask = _absent() if rec_mask is None else rec_mask
     num_states = len(states)
     over = _at_once if xs.shape[0] is not None else _in_pieces
 
@@ -169,12 +168,17 @@ def _loop(cell, xs, masks, rec_mask, states, weights):
     return hs, final
 
 
+def _absent():
+    """What stands in for an absent mask as an input of the compiled loops."""
+    return tf.zeros((0,))
+
+
 def _at_once(loops, xs, masks, rec_mask, states, weights):
     """``(final_states, hs, backward_over)``: the whole sequence in one call
     of the compiled loops; ``backward_over(d_hs, d_final)`` gives the
     gradients with respect to ``xs``, the states and the weights."""
     forward, backward = loops
-    masks = tf.zeros((0,)) if masks is None else masks
+    masks = _absent() if masks is None else masks
     steps = tf.shape(xs)[0]
     final, stacked = forward(xs, masks, rec_mask, states, weights, steps)
 
@@ -220,7 +224,7 @@ def _in_pieces(loops, xs, masks, rec_mask, states, weights):
     masks_p = None if masks is None else pieces(masks)
 
     def piece_masks(p):
-        return tf.zeros((0,)) if masks is None else masks_p[p]
+        return _absent() if masks is None else masks_p[p]
 
     def body(p, states, starts, stacks):
         starts = [ta.write(p, s) for ta, s in zip(starts, states)]

@@ -28,6 +28,7 @@ and ``benchmarks/results/quick/pipeline/<backend>`` for ``--quick``.
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import statistics
@@ -170,7 +171,7 @@ def run(args):
     print(json.dumps({"times": times, "shapes": len(shapes), "difference": difference}))
 
 
-def compilations(log_text, epochs):
+def compilations(log_text):
     """``{side: count}``: the XLA compilations logged during each side's
     epochs."""
     counts = {side: 0 for side in SIDES}
@@ -214,7 +215,7 @@ def main(argv=None):
                 f"run {index + 1} failed with exit code {child.returncode}"
             )
         result = json.loads(child.stdout.strip().splitlines()[-1])
-        result["compilations"] = compilations(child.stderr, args.epochs)
+        result["compilations"] = compilations(child.stderr)
         results.append(result)
         print(f"run {index + 1}/{args.runs}: {_summary(result)}", flush=True)
     report = summarise(args, results)
@@ -243,8 +244,6 @@ def _summary(result):
 
 
 def summarise(args, results):
-    import keras
-
     def median_epochs(side):
         return [
             statistics.median(r["times"][side][e] for r in results)
@@ -258,7 +257,7 @@ def summarise(args, results):
     totals = {side: median_total(side) for side in SIDES}
     return {
         "backend": args.backend,
-        "keras": keras.__version__,
+        "keras": importlib.metadata.version("keras"),
         "runs": args.runs,
         "sequences": args.sequences,
         "shapes": max(r["shapes"] for r in results),

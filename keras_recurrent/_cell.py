@@ -59,13 +59,18 @@ class FusedKernel(NamedTuple):
     - ``"lstm_projected"``: the ``"lstm"`` with ``h_t = (o_t * tanh(c_t))
       P``, ``P`` of shape ``(units, projection_units)``, no bias and no
       clipping (PyTorch's ``nn.LSTM(proj_size=...)``);
+    - ``"lstm_peephole"``: the ``"lstm"`` with peepholes, ``i_t`` and
+      ``f_t`` reading ``c_{t-1} * p_i`` and ``c_{t-1} * p_f``, ``o_t``
+      reading ``c_t * p_o``, and no projection (``keras_recurrent.LSTM``'s
+      default; ONNX's ``LSTM`` with its input ``P``);
     - ``"gru"``: the GRU with the reset gate applied after the recurrent
       matmul, gates ``z, r, h``, sigmoid gates and tanh.
 
     ``weights()`` returns ``(kernel, recurrent_kernel, bias)`` in the cell's
     documented layout (``bias`` None without one; for ``"gru"`` of shape
     ``(2, 3 * units)``, input and recurrent bias), and for
-    ``"lstm_projected"`` then ``P``, read when called.
+    ``"lstm_projected"`` then ``P``, and for ``"lstm_peephole"`` then the
+    ``(3, units)`` stack of ``p_i, p_f, p_o``, read when called.
     """
 
     name: str

@@ -342,14 +342,17 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
 
     def fused_kernel(self):
         plain = (
-            not self.use_peepholes
-            and self.cell_clip is None
+            self.cell_clip is None
             and self.projection_clip is None
             and not self.use_layer_norm
             and self.activation is keras.activations.tanh
             and self.recurrent_activation is keras.activations.sigmoid
         )
         if not plain:
+            return None
+        if self.use_peepholes:
+            if self.projection_units is None:
+                return FusedKernel("lstm_peephole", self._peephole_weights)
             return None
         if self.projection_units is None:
             return FusedKernel("lstm", self.layer_weights)
@@ -360,6 +363,10 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             *self.layer_weights(),
             ops.convert_to_tensor(self.projection_kernel),
         )
+
+    def _peephole_weights(self):
+        peepholes = [ops.convert_to_tensor(getattr(self, n)) for n in _PEEPHOLES]
+        return (*self.layer_weights(), ops.stack(peepholes))
 
     def step_parts(self, weights, recurrent_activation=None):
         recurrent_kernel, *rest = weights

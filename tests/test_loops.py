@@ -96,7 +96,7 @@ def test_loop_for_names_the_loop_that_runs(name):
             layer(x, **call)
         assert chosen.pop() == expected, call
     plain = {"tensorflow": "xla", "torch": "torch-fused"}.get(BACKEND, "portable")
-    if BACKEND == "torch" and name in ("lstm_peepholes", "gru_reset_before"):
+    if BACKEND == "torch" and name == "gru_reset_before":
         plain = "portable"
     assert layer.loop_for() == plain
     assert config.layer(4, unroll=True, **config.kwargs).loop_for() == "portable"
@@ -242,7 +242,12 @@ def test_a_claim_holds_for_the_class_that_makes_it(name):
         claim = _cell.claimed_kernel(cls(3, **config.kwargs))
         return claim and claim.name
 
-    plain = {"simple_rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}.get(name)
+    plain = {
+        "simple_rnn": "rnn_tanh",
+        "lstm": "lstm",
+        "lstm_peepholes": "lstm_peephole",
+        "gru": "gru",
+    }.get(name)
     assert claimed_by(config.cell) == plain
     # A subclass that changes no equation keeps the claim.
     assert claimed_by(type("Same", (config.cell,), {"__doc__": "new"})) == plain

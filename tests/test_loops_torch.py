@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import (
     assert_all_close,
+    builtin_reference,
     gradients,
     layer_pair,
     random_inputs,
@@ -134,7 +135,7 @@ def test_input_dropout_is_applied_before_the_fused_call():
 @pytest.mark.parametrize(
     "layer",
     [
-        lambda: kr.LSTM(4),  # peepholes
+        lambda: kr.LSTM(4, cell_clip=1.0),
         lambda: kr.GRU(4, reset_after=False),
         lambda: kr.GRU(4, activation="relu"),
         lambda: kr.LSTM(4, use_peepholes=False, recurrent_activation="hard_sigmoid"),
@@ -143,7 +144,7 @@ def test_input_dropout_is_applied_before_the_fused_call():
         lambda: kr.GRU(4, unroll=True),
     ],
     ids=[
-        "peepholes",
+        "cell_clip",
         "reset_before",
         "gru_relu",
         "hard_sigmoid",
@@ -223,3 +224,147 @@ def test_masks_and_recurrent_dropout_run_the_portable_loop(call):
     with mock.patch.object(torch_loop, "recurrence") as fused:
         layer(random_inputs(batch=2, time=3), **call)
     fused.assert_not_called()
+
+
+# -- LSTMSequence: the LSTMs PyTorch's kernels do not run ---------------------
+
+
+@pytest.mark.parametrize("peepholes", [True, False], ids=["peepholes", "plain"])
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "recurrent_dropout"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_lstm_sequence_gradients_match_finite_differences(
+    peepholes, masked, dropout, bias
+):
+    """Every input's gradient, in float64, against central differences."""
+    import torch
+
+    steps, batch, features, units = 5, 3, 4, 3
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(*shape, scale=1.0):
+        values = torch.randn(*shape, generator=generator, dtype=torch.float64)
+        return (scale * values).requires_grad_()
+
+    args = [
+        draw(steps, batch, features),
+        draw(batch, units),
+        draw(batch, units),
+        draw(features, 4 * units),
+        draw(4 * units) if bias else None,
+        draw(units, 4 * units, scale=0.5),
+        draw(3, units) if peepholes else None,
+        # Holes, a masked first step and a masked last step.
+        torch.rand(steps, batch, 1, generator=generator) > 0.4 if masked else None,
+        2.0 * (torch.rand(batch, units, generator=generator) > 0.5)
+        if dropout
+        else None,
+    ]
+    if dropout:
+        args[-1] = args[-1].to(torch.float64)
+    assert torch.autograd.gradcheck(torch_loop.LSTMSequence.apply, args)
+
+
+# Holes, a sequence that starts late and one that ends early.
+HOLES = np.array([[1, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], bool)
+
+
+def _spy_sequence():
+    return mock.patch.object(
+        torch_loop.LSTMSequence, "apply", wraps=torch_loop.LSTMSequence.apply
+    )
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
+@pytest.mark.parametrize(
+    "call",
+    [{"mask": HOLES}, {"training": True}, {"mask": HOLES, "training": True}],
+    ids=["holes", "recurrent_dropout", "both"],
+)
+def test_lstm_calls_torch_lstm_cannot_run_match_builtin(go_backwards, call):
+    """A plain LSTM with a mask PyTorch's kernel cannot take, or with
+    recurrent dropout (the same mask on both sides), runs LSTMSequence and
+    gives keras.layers.LSTM's outputs, states and gradients."""
+    ours, builtin = layer_pair(
+        "lstm",
+        return_sequences=True,
+        return_state=True,
+        go_backwards=go_backwards,
+        recurrent_dropout=0.5,
+    )
+    builtin = builtin_reference(builtin, masked="mask" in call, initial_state=True)
+    x, states = random_inputs(), random_states("lstm")
+    dropout_mask = keras.ops.convert_to_tensor(
+        np.random.default_rng(3).choice([0.0, 2.0], size=(3, 4)).astype("float32")
+    )
+    # The built-in's cell reads one mask per gate (its implementation 1).
+    patches = [
+        mock.patch.object(layer.cell, "get_recurrent_dropout_mask", return_value=mask)
+        for layer, mask in ((ours, dropout_mask), (builtin, [dropout_mask] * 4))
+    ]
+    with patches[0], patches[1], _spy_sequence() as sequence:
+        assert_all_close(
+            ours(x, initial_state=states, **call),
+            builtin(x, initial_state=states, **call),
+        )
+        assert_all_close(
+            gradients(_loss(ours, 2, **call), [x, *states, *ours.trainable_variables]),
+            gradients(
+                _loss(builtin, 2, **call), [x, *states, *builtin.trainable_variables]
+            ),
+        )
+    assert sequence.call_count == 2
+
+
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
+@pytest.mark.parametrize(
+    "call",
+    [{}, {"mask": HOLES}, {"training": True}],
+    ids=["unmasked", "holes", "recurrent_dropout"],
+)
+def test_peephole_lstm_runs_lstm_sequence_and_matches_the_portable_loop(
+    go_backwards, call
+):
+    """In float64, outputs, states and every gradient equal the portable
+    loop's (which the finite-difference and NumPy reference tests check)."""
+    kwargs = dict(
+        return_sequences=True,
+        return_state=True,
+        go_backwards=go_backwards,
+        recurrent_dropout=0.5,
+        dtype="float64",
+    )
+    ours, portable = kr.LSTM(4, **kwargs), kr.LSTM(4, unroll=True, **kwargs)
+    for layer in (ours, portable):
+        layer.build((None, None, 5))
+    rng = np.random.default_rng(5)
+    portable.set_weights(
+        [w + rng.normal(scale=0.3, size=w.shape) for w in portable.get_weights()]
+    )
+    ours.set_weights(portable.get_weights())
+    assert ours.loop_for(mask=True, training=True) == "torch-fused"
+    assert portable.loop_for() == "portable"
+    x = random_inputs(dtype="float64")
+    states = [keras.ops.cast(s, "float64") for s in random_states("lstm")]
+    dropout_mask = keras.ops.convert_to_tensor(rng.choice([0.0, 2.0], size=(3, 4)))
+    patches = [
+        mock.patch.object(
+            layer.cell, "get_recurrent_dropout_mask", return_value=dropout_mask
+        )
+        for layer in (ours, portable)
+    ]
+    with patches[0], patches[1], _spy_sequence() as sequence:
+        assert_all_close(
+            ours(x, initial_state=states, **call),
+            portable(x, initial_state=states, **call),
+            atol=1e-12,
+        )
+        assert_all_close(
+            gradients(_loss(ours, 2, **call), [x, *states, *ours.trainable_variables]),
+            gradients(
+                _loss(portable, 2, **call),
+                [x, *states, *portable.trainable_variables],
+            ),
+            atol=1e-12,
+        )
+    assert sequence.call_count == 2

@@ -261,9 +261,10 @@ def test_every_weight_gradient_matches_finite_differences():
 
 
 def test_which_loop_serves_which_options():
-    """TensorFlow's compiled loop serves every variant; PyTorch's fused
-    ``torch.lstm`` only the LSTM without peepholes, clip or layer norm (with
-    a projection smaller than the cell: torch.nn.LSTM's limit)."""
+    """TensorFlow's compiled loop serves every variant; on PyTorch the fused
+    path (``torch.lstm``, or ``LSTMSequence`` with peepholes) only the LSTM
+    without clip or layer norm, and not peepholes and a projection together
+    (a projection smaller than the cell: torch.nn.LSTM's limit)."""
     backend = keras.backend.backend()
     for peepholes, clip, projection, layer_norm in itertools.product(
         [False, True], repeat=4
@@ -276,7 +277,7 @@ def test_which_loop_serves_which_options():
         layer = kr.LSTM(UNITS, **kwargs)
         loops = {layer.loop_for(mask=m, training=True) for m in (None, True)}
         loops.add(layer.loop_for())
-        fused = not (peepholes or clip or layer_norm)
+        fused = not (clip or layer_norm or (peepholes and projection))
         if backend == "tensorflow":
             assert loops == {"xla"}, kwargs
         elif backend == "torch":

@@ -1,4 +1,4 @@
-"""PyTorch only: the whole sequence in one call to PyTorch's fused recurrence.
+"""PyTorch only: the whole sequence in one call to a fused recurrence.
 
 On PyTorch every Keras op is a Python call, and a gated step takes a dozen of
 them, so the portable loop pays their overhead at every time step. PyTorch has
@@ -13,14 +13,22 @@ or with a right-padded one (every sequence a run of steps from the first, at
 least one long; not with ``go_backwards``): that runs over the padding, whose
 results it then replaces (``_masked_results``), or for an LSTM that returns
 or keeps its states as a packed sequence
-(``torch.nn.utils.rnn.pack_padded_sequence``). Everything else runs the
-portable loop.
+(``torch.nn.utils.rnn.pack_padded_sequence``).
+
+PyTorch has no LSTM with peepholes, and its kernels take no recurrent
+dropout and no other mask. :class:`LSTMSequence`, an ``autograd.Function`` of
+raw torch ops with its own backward pass, runs those: every call of a cell
+that claims ``"lstm_peephole"``, and the calls of one that claims ``"lstm"``
+that PyTorch's kernels do not serve.
+
+Everything else runs the portable loop.
 """
 
 import torch
 from torch.nn.utils import rnn
 
 from keras_recurrent._cell import claimed_kernel
+from keras_recurrent.loops import portable
 
 NAME = "torch-fused"
 
@@ -32,24 +40,34 @@ _FUNCTIONS = {
     "gru": torch.gru,
 }
 
+#: The kernels :class:`LSTMSequence` computes, for every call.
+_OWN = ("lstm", "lstm_peephole")
+
 
 def serves(layer, mask, recurrent_dropout_mask):
-    """Whether PyTorch's fused recurrence computes this call of ``layer``:
-    PyTorch runs eagerly, so this reads the mask's values."""
-    if recurrent_dropout_mask is not None or layer.unroll:
-        return False
-    if mask is not None and (layer.go_backwards or _lengths(mask) is None):
-        return False
+    """Whether this module computes this call of ``layer``: PyTorch runs
+    eagerly, so this reads the mask's values."""
     cell = layer.cell
-    if cell.compute_dtype not in ("float32", "float64"):
+    if layer.unroll or cell.compute_dtype not in ("float32", "float64"):
         return False
     claim = claimed_kernel(cell)
-    if claim is None or claim.name not in _FUNCTIONS:
+    if claim is None:
+        return False
+    return claim.name in _OWN or _builtin_serves(
+        layer, claim, mask, recurrent_dropout_mask
+    )
+
+
+def _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
+    """Whether PyTorch's own function computes this call."""
+    if claim.name not in _FUNCTIONS or recurrent_dropout_mask is not None:
+        return False
+    if mask is not None and (layer.go_backwards or _lengths(mask) is None):
         return False
     if claim.name == "lstm_projected":
         # torch.lstm tells a projection by h and c differing in size, and
         # torch.nn.LSTM takes proj_size < hidden_size only.
-        h_size, c_size = cell.state_size
+        h_size, c_size = layer.cell.state_size
         return h_size < c_size
     return True
 
@@ -77,6 +95,11 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     :func:`keras_recurrent.loops.portable.recurrence` returns them;
     differentiable by PyTorch's autograd."""
     claim = claimed_kernel(layer.cell)
+    if not _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
+        # An LSTM that PyTorch's function cannot run (see serves).
+        return _own(
+            layer, claim, sequences, initial_state, mask, recurrent_dropout_mask
+        )
     kernel, recurrent_kernel, bias, *projection = claim.weights()
     # The compute dtype (float32 or float64, see serves): Keras leaves
     # integer and boolean inputs as they are.
@@ -177,3 +200,208 @@ def _gru_order(weight):
     """A GRU weight with its gate blocks reordered from z, r, h to r, z, h."""
     z, r, h = torch.chunk(weight, 3, dim=-1)
     return torch.cat([r, z, h], dim=-1)
+
+
+def _own(layer, claim, sequences, initial_state, mask, recurrent_dropout_mask):
+    """:func:`recurrence` by :class:`LSTMSequence`, for a cell that claims
+    ``"lstm"`` or ``"lstm_peephole"``."""
+    kernel, recurrent_kernel, bias, *peepholes = claim.weights()
+    peepholes = peepholes[0] if peepholes else None
+    dtype = kernel.dtype
+    xs, masks = portable.time_major(layer, sequences.to(dtype), mask)
+    h0, c0 = (s.to(dtype) for s in initial_state)
+    weights = (kernel, bias, recurrent_kernel, peepholes)
+    hs, c = LSTMSequence.apply(xs, h0, c0, *weights, masks, recurrent_dropout_mask)
+    return portable.finish(layer, hs, [hs[-1], c], masks)
+
+
+class LSTMSequence(torch.autograd.Function):
+    """The peephole LSTM over a whole sequence, with its own backward pass.
+
+    ``apply(xs, h0, c0, kernel, bias, recurrent_kernel, peepholes, masks,
+    recurrent_dropout_mask) -> (hs, c)``:
+
+    - ``xs``: ``(time, batch, features)``; ``h0``, ``c0``: ``(batch,
+      units)``;
+    - ``kernel``, ``bias`` (or None), ``recurrent_kernel``: the LSTM's
+      weights in Keras's layout, gates ``i, f, c, o``; ``peepholes``: ``(3,
+      units)``, ``p_i, p_f, p_o``;
+    - ``masks``: None or ``(time, batch, 1)`` booleans: at a masked step
+      both states are carried over unchanged (``portable.keep_masked``);
+    - ``recurrent_dropout_mask``: None or ``(batch, units)``, on ``h_{t-1}``
+      where it enters the recurrent matmul;
+    - ``hs``: ``(time, batch, units)``, ``h_t`` after each step; ``c``: the
+      final cell state.
+
+    The forward pass projects all inputs in one matmul, then keeps each
+    step's gates and cell state. The backward pass works out from them, for
+    all steps at once, what each step's gradients are multiplied by, so that
+    the loop back through time does one matmul and five elementwise ops per
+    step; the weights' gradients are then one matmul or sum each over all
+    steps. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, xs, h0, c0, kernel, bias, recurrent_kernel, peepholes, masks, dropout
+    ):
+        steps, batch, features = xs.shape
+        units = recurrent_kernel.shape[0]
+        flat = xs.reshape(steps * batch, features)
+        # Each step's gate inputs, to which its recurrent matmul is added in
+        # place (addmm into a new tensor would copy them first).
+        if bias is None:
+            z_all = flat @ kernel
+        else:
+            z_all = torch.addmm(bias, flat, kernel)
+        z_all = z_all.view(steps, batch, 4, units)
+        # Every result is written into a buffer of its own.
+        i_f = xs.new_empty((steps, batch, 2, units))  # after sigmoid
+        g = xs.new_empty((steps, batch, units))  # after tanh
+        o = torch.empty_like(g)
+        cs = xs.new_empty((steps + 1, batch, units))  # c_{t-1}, carried
+        c_new = cs[1:] if masks is None else torch.empty_like(g)
+        hs = torch.empty_like(g)
+        cs[0] = c0
+        if peepholes is not None:
+            p_if, p_o = peepholes[:2], peepholes[2]
+        # Each step's views, made once: indexing in the loop costs as much.
+        per_step = zip(
+            z_all.unbind(0),
+            i_f.unbind(0),
+            i_f[:, :, 0].unbind(0),
+            i_f[:, :, 1].unbind(0),
+            g.unbind(0),
+            o.unbind(0),
+            cs.unbind(0),
+            cs[1:].unbind(0),
+            c_new.unbind(0),
+            hs.unbind(0),
+            (None,) * steps if masks is None else masks.unbind(0),
+        )
+        h = h0
+        for z, i_f_t, i_t, f_t, g_t, o_t, c, c_out, c_t, h_out, m in per_step:
+            h_in = h if dropout is None else h * dropout
+            z.view(batch, 4 * units).addmm_(h_in, recurrent_kernel)
+            z_if, z_o = z[:, :2], z[:, 3]
+            if peepholes is not None:
+                z_if = torch.addcmul(z_if, p_if, c[:, None])
+            torch.sigmoid(z_if, out=i_f_t)
+            torch.tanh(z[:, 2], out=g_t)
+            torch.addcmul(f_t * c, i_t, g_t, out=c_t)
+            if peepholes is not None:
+                z_o = torch.addcmul(z_o, p_o, c_t)
+            torch.sigmoid(z_o, out=o_t)
+            if m is None:
+                h = torch.mul(o_t, torch.tanh(c_t), out=h_out)
+            else:
+                h = torch.where(m, o_t * torch.tanh(c_t), h, out=h_out)
+                torch.where(m, c_t, c, out=c_out)
+        ctx.save_for_backward(
+            xs,
+            kernel,
+            recurrent_kernel,
+            peepholes,
+            masks,
+            dropout,
+            i_f,
+            g,
+            o,
+            cs,
+            c_new,
+            hs,
+            h0,
+        )
+        ctx.has_bias = bias is not None
+        return hs, cs[steps].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, d_c):
+        (
+            xs,
+            kernel,
+            recurrent_kernel,
+            peepholes,
+            masks,
+            dropout,
+            i_f,
+            g,
+            o,
+            cs,
+            c_new,
+            hs,
+            h0,
+        ) = ctx.saved_tensors
+        steps, batch, units = g.shape
+        i, f = i_f.unbind(2)
+        c_prev = cs[:-1]
+        tanh_c = torch.tanh(c_new)
+        # Per step, from dh and the incoming dc: dz_o = dh * to_o,
+        # dc += dh * to_c, (dz_i, dz_f, dz_g) = dc * to_ifg, and
+        # dc_{t-1} = dc * to_c_prev.
+        to_o = tanh_c * o * (1 - o)
+        to_c = o * (1 - tanh_c * tanh_c)
+        to_ifg = torch.stack(
+            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], 2
+        )
+        to_c_prev = f
+        if peepholes is not None:
+            p_i, p_f, p_o = peepholes
+            to_c = to_c + to_o * p_o
+            to_c_prev = f + to_ifg[:, :, 0] * p_i + to_ifg[:, :, 1] * p_f
+        d_z = g.new_empty((steps, batch, 4, units))
+        kernel_t = recurrent_kernel.t()
+        dh_next = torch.zeros_like(h0)
+        dc_next = d_c
+        for t in range(steps - 1, -1, -1):
+            dh = d_hs[t] + dh_next
+            dc = dc_next
+            if masks is not None:
+                # A masked step passes both gradients straight through.
+                kept_h, kept_c = dh, dc
+                dh = torch.where(masks[t], dh, 0)
+                dc = torch.where(masks[t], dc, 0)
+            torch.mul(dh, to_o[t], out=d_z[t, :, 3])
+            dc = torch.addcmul(dc, dh, to_c[t])
+            torch.mul(dc[:, None], to_ifg[t], out=d_z[t, :, :3])
+            dc_next = dc * to_c_prev[t]
+            dh_next = d_z[t].view(batch, 4 * units) @ kernel_t
+            if dropout is not None:
+                dh_next = dh_next * dropout
+            if masks is not None:
+                dc_next = torch.where(masks[t], dc_next, kept_c)
+                dh_next = torch.where(masks[t], dh_next, kept_h)
+        h_in = torch.cat([h0[None], hs[:-1]])
+        if dropout is not None:
+            h_in = h_in * dropout
+        flat_d_z = d_z.view(steps * batch, 4 * units)
+        needs = ctx.needs_input_grad
+        d_xs = d_kernel = d_bias = None
+        if needs[0]:
+            d_xs = (flat_d_z @ kernel.t()).view(xs.shape)
+        if needs[3]:
+            d_kernel = xs.reshape(steps * batch, xs.shape[2]).t() @ flat_d_z
+        if needs[4]:
+            d_bias = flat_d_z.sum(0)
+        d_recurrent = h_in.view(steps * batch, units).t() @ flat_d_z
+        d_peepholes = None
+        if peepholes is not None:
+            d_peepholes = torch.stack(
+                [
+                    (d_z[:, :, 0] * c_prev).sum((0, 1)),
+                    (d_z[:, :, 1] * c_prev).sum((0, 1)),
+                    (d_z[:, :, 3] * c_new).sum((0, 1)),
+                ]
+            )
+        return (
+            d_xs,
+            dh_next,
+            dc_next,
+            d_kernel,
+            d_bias,
+            d_recurrent,
+            d_peepholes,
+            None,
+            None,
+        )

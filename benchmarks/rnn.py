@@ -5,6 +5,10 @@
 
 The full run (no ``--sizes``, no ``--quick``) times sizes S1-S4 and adds the
 sweep over sequence lengths at S1 (``--sweep`` adds it to any run).
+``--masks right holes`` adds masked rows: both models then start with a
+``keras.layers.Masking`` layer, over inputs zeroed after each sequence's end
+(``right``: lengths from half the steps to all of them) or at a fifth of the
+steps, drawn at random, the first step of each sequence kept (``holes``).
 
 Both sides run in one process on the same backend: for every layer, size and
 kind of work, the built-in model and ours (same configuration, the built-in's
@@ -64,6 +68,7 @@ LAYERS = {
 # built-ins lack) are timed against the built-in LSTM, to show what they cost.
 SAME_AS_BUILTIN = ("simple_rnn", "gru", "lstm")
 WORK = ("forward", "train")
+MASKS = ("none", "right", "holes")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
@@ -80,6 +85,13 @@ def parse_args(argv=None):
         help="size names (S1..S4) or B/T/F/H, e.g. 32/100/32/128",
     )
     parser.add_argument("--work", nargs="+", choices=WORK, default=list(WORK))
+    parser.add_argument(
+        "--masks",
+        nargs="+",
+        choices=MASKS,
+        default=["none"],
+        help="the masks to time with (default: none)",
+    )
     parser.add_argument(
         "--jit",
         nargs="+",
@@ -127,9 +139,10 @@ def resolve_size(name):
     return batch, steps, features, units
 
 
-def build_model(keras, kr, layer, size, jit_compile, side):
+def build_model(keras, kr, layer, size, jit_compile, side, masked=False):
     """The built-in model (``side="builtin"``) or ours: the layer and a Dense
-    head, compiled with Adam and MSE."""
+    head, after a ``Masking`` layer when ``masked``, compiled with Adam and
+    MSE."""
     ours_name, builtin_name, _, extra = LAYERS[layer]
     batch, steps, features, units = size
     if side == "builtin":
@@ -137,9 +150,11 @@ def build_model(keras, kr, layer, size, jit_compile, side):
     else:
         extra = {k: units // 2 if v == "half" else v for k, v in extra.items()}
         recurrent = getattr(kr, ours_name)(units, **extra)
+    masking = [keras.layers.Masking(0.0)] if masked else []
     model = keras.Sequential(
         [
             keras.Input((steps, features), batch_size=batch),
+            *masking,
             recurrent,
             keras.layers.Dense(1),
         ]
@@ -148,10 +163,10 @@ def build_model(keras, kr, layer, size, jit_compile, side):
     return model
 
 
-def build_models(keras, kr, layer, size, jit_compile):
+def build_models(keras, kr, layer, size, jit_compile, masked=False):
     """The built-in model and ours, alike, with the built-in's weights in ours."""
     builtin, ours = (
-        build_model(keras, kr, layer, size, jit_compile, side)
+        build_model(keras, kr, layer, size, jit_compile, side, masked)
         for side in ("builtin", "ours")
     )
     # The built-in's kernel, recurrent kernel, bias and Dense head, where
@@ -170,13 +185,29 @@ def time_call(fn):
     return time.perf_counter() - start
 
 
-def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
+def mask_for(np, rng, kind, batch, steps):
+    """The ``(batch, steps)`` mask of ``--masks kind``, or None for none."""
+    if kind == "none":
+        return None
+    if kind == "right":
+        lengths = rng.integers(max(1, steps // 2), steps + 1, size=batch)
+        lengths[0] = steps
+        return np.arange(steps)[None] < lengths[:, None]
+    mask = rng.random((batch, steps)) >= 0.2
+    mask[:, 0] = True
+    return mask
+
+
+def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup, mask="none"):
     batch, steps, features, units = size
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, steps, features)).astype("float32")
     y = rng.normal(size=(batch, 1)).astype("float32")
+    keep = mask_for(np, rng, mask, batch, steps)
+    if keep is not None:
+        x = x * keep[..., None]
     builtin, ours = build_models(
-        keras, kr, layer, size, True if jit == "true" else "auto"
+        keras, kr, layer, size, True if jit == "true" else "auto", keep is not None
     )
     # A variant computes other equations than the built-in: no diff.
     difference = None
@@ -200,7 +231,11 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
             times[side].append(time_call(call))
     builtin_s, ours_s = (statistics.median(t) for t in times)
     # The loop our layer runs for these calls (see RecurrentLayer.loop_for).
-    path = ours.layers[0].loop_for(training=work == "train")
+    recurrent = ours.layers[-2]
+    path = recurrent.loop_for(
+        mask=None if keep is None else keras.ops.convert_to_tensor(keep),
+        training=work == "train",
+    )
     gates, extra = LAYERS[layer][2:]
     if "projection_units" in extra:  # h is units // 2 wide, and projected
         outputs = units // 2
@@ -212,6 +247,7 @@ def bench_pair(keras, kr, np, layer, size, work, jit, repeats, warmup):
         "layer": layer,
         "size": list(size),
         "work": work,
+        "mask": mask,
         "jit_compile": jit,
         "path": path,
         "builtin_ms": builtin_s * 1e3,
@@ -258,15 +294,16 @@ def _mib(value):
 
 def markdown_table(rows, peak):
     lines = [
-        "| layer | B/T/F/H | work | jit_compile | our loop | built-in ms | ours ms "
-        "| ratio "
+        "| layer | B/T/F/H | mask | work | jit_compile | our loop | built-in ms "
+        "| ours ms | ratio "
         "| ours seq/s | ours GFLOP/s (% peak) | built-in MiB | ours MiB "
         "| max diff |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['layer']} | {'/'.join(map(str, r['size']))} | {r['work']} "
+            f"| {r['layer']} | {'/'.join(map(str, r['size']))} "
+            f"| {r.get('mask', 'none')} | {r['work']} "
             f"| {r['jit_compile']} | {r['path']} | {r['builtin_ms']:.2f} "
             f"| {r['ours_ms']:.2f} "
             f"| {r['ratio']:.2f}x | {r['ours_sequences_per_s']:.0f} "
@@ -287,7 +324,8 @@ def plot(rows, out):
     except ImportError:
         return []
     written = []
-    table = [r for r in rows if not r.get("sweep")]
+    # Unmasked rows only: a masked one has a panel's layer, size and work.
+    table = [r for r in rows if not r.get("sweep") and r.get("mask", "none") == "none"]
     panels = sorted({(r["work"], r["jit_compile"]) for r in table})
     if panels:
         columns = min(2, len(panels))
@@ -390,29 +428,31 @@ def main(argv=None):
             return items
 
     plan = [
-        (layer, resolve_size(size), work, jit, False)
+        (layer, resolve_size(size), work, jit, mask, False)
         for size in args.sizes
         for layer in args.layers
+        for mask in args.masks
         for work in args.work
         for jit in args.jit
     ]
     if args.sweep:
         batch, _, features, units = SIZES["S1"]
         plan += [
-            (layer, (batch, steps, features, units), "forward", "auto", True)
+            (layer, (batch, steps, features, units), "forward", "auto", "none", True)
             for layer in args.layers
             for steps in SWEEP_STEPS
         ]
     peak = matmul_peak_gflops(keras, np)
     rows = []
-    for layer, size, work, jit, sweep in tqdm(
+    for layer, size, work, jit, mask, sweep in tqdm(
         plan, desc="benchmarks", disable=args.no_progress
     ):
         row = bench_pair(
-            keras, kr, np, layer, size, work, jit, args.repeats, args.warmup
+            keras, kr, np, layer, size, work, jit, args.repeats, args.warmup, mask
         )
         row["sweep"] = sweep
-        if work == "train" and jit == "auto" and not (args.quick or args.no_memory):
+        measure = work == "train" and jit == "auto" and mask == "none"
+        if measure and not (args.quick or args.no_memory):
             for side in ("builtin", "ours"):
                 row[f"{side}_peak_mib"] = memory.measure(
                     layer, size, side, keras.backend.backend()

@@ -192,9 +192,11 @@ class RecurrentLayer(keras.layers.RNN):
           ``torch.rnn_relu``), when the cell claims one and the call has no
           recurrent dropout, and no mask or a right-padded one (each
           sequence's steps from the first, none empty; not with
-          ``go_backwards``; see ``keras_recurrent/loops/torch.py``).
+          ``go_backwards``; see ``keras_recurrent/loops/torch.py``); and
+          for an LSTM (with peepholes or without, no other variant) every
+          call, by this package's own fused LSTM where PyTorch has none.
           ``mask=True`` stands for a mask of any pattern, which runs the
-          portable loop;
+          portable loop for the other layers;
         - ``"portable"``: the ``keras.ops`` loop over the cell's step, on
           every backend (a Python loop with ``unroll=True``);
         - ``"cell-call"``: for a cell class that overrides ``call``, Keras's

@@ -22,10 +22,18 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
             "--out",
             str(tmp_path),
             "--no-progress",
+            "--masks",
+            "none",
+            "holes",
         ]
     )
-    expected = {(layer, work) for layer in rnn.LAYERS for work in rnn.WORK}
-    assert {(r["layer"], r["work"]) for r in rows} == expected
+    expected = {
+        (layer, work, mask)
+        for layer in rnn.LAYERS
+        for work in rnn.WORK
+        for mask in ("none", "holes")
+    }
+    assert {(r["layer"], r["work"], r["mask"]) for r in rows} == expected
     loops = {"tensorflow": {"xla"}, "torch": {"torch-fused", "portable"}}
     for row in rows:
         assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
@@ -40,6 +48,21 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
     table = (tmp_path / "rnn.md").read_text()
     assert table.count("\n") == len(rows) + 2
     assert (tmp_path / "ratio.png").stat().st_size > 0
+
+
+def test_masks_keep_each_sequences_first_step():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    assert rnn.mask_for(np, rng, "none", 4, 10) is None
+    right = rnn.mask_for(np, rng, "right", 64, 10)
+    lengths = right.sum(axis=1)
+    assert (right == (np.arange(10)[None] < lengths[:, None])).all()
+    assert lengths.min() >= 5 and lengths[0] == 10
+    holes = rnn.mask_for(np, rng, "holes", 64, 10)
+    assert holes[:, 0].all() and 0.1 < 1 - holes.mean() < 0.3
+    # Not right-padded: some step is masked before an unmasked one.
+    assert (~holes[:, :-1] & holes[:, 1:]).any()
 
 
 def test_bad_size_is_rejected_with_the_value():

@@ -336,21 +336,24 @@ class LSTMSequence(torch.autograd.Function):
         steps, batch, units = g.shape
         i, f = i_f.unbind(2)
         c_prev = cs[:-1]
-        tanh_c = torch.tanh(c_new)
         # Per step, from dh and the incoming dc: dz_o = dh * to_o,
         # dc += dh * to_c, (dz_i, dz_f, dz_g) = dc * to_ifg, and
-        # dc_{t-1} = dc * to_c_prev.
-        to_o = tanh_c * o * (1 - o)
+        # dc_{t-1} = dc * to_c_prev. The four factors to_ifg, to_o are
+        # kept where the loop turns them into d_z, in place: no buffer
+        # of that size more.
+        d_z = g.new_empty((steps, batch, 4, units))
+        tanh_c = torch.tanh(c_new)
+        to_o = torch.mul(tanh_c * o, 1 - o, out=d_z[:, :, 3])
         to_c = o * (1 - tanh_c * tanh_c)
-        to_ifg = torch.stack(
-            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], 2
-        )
+        del tanh_c
+        torch.mul(g * i, 1 - i, out=d_z[:, :, 0])
+        torch.mul(c_prev * f, 1 - f, out=d_z[:, :, 1])
+        torch.mul(i, 1 - g * g, out=d_z[:, :, 2])
         to_c_prev = f
         if peepholes is not None:
             p_i, p_f, p_o = peepholes
-            to_c = to_c + to_o * p_o
-            to_c_prev = f + to_ifg[:, :, 0] * p_i + to_ifg[:, :, 1] * p_f
-        d_z = g.new_empty((steps, batch, 4, units))
+            to_c.addcmul_(to_o, p_o)
+            to_c_prev = f + d_z[:, :, 0] * p_i + d_z[:, :, 1] * p_f
         kernel_t = recurrent_kernel.t()
         dh_next = torch.zeros_like(h0)
         dc_next = d_c
@@ -362,19 +365,17 @@ class LSTMSequence(torch.autograd.Function):
                 kept_h, kept_c = dh, dc
                 dh = torch.where(masks[t], dh, 0)
                 dc = torch.where(masks[t], dc, 0)
-            torch.mul(dh, to_o[t], out=d_z[t, :, 3])
+            d_z_t = d_z[t]
+            d_z_t[:, 3].mul_(dh)
             dc = torch.addcmul(dc, dh, to_c[t])
-            torch.mul(dc[:, None], to_ifg[t], out=d_z[t, :, :3])
+            d_z_t[:, :3].mul_(dc[:, None])
             dc_next = dc * to_c_prev[t]
-            dh_next = d_z[t].view(batch, 4 * units) @ kernel_t
+            dh_next = d_z_t.view(batch, 4 * units) @ kernel_t
             if dropout is not None:
                 dh_next = dh_next * dropout
             if masks is not None:
                 dc_next = torch.where(masks[t], dc_next, kept_c)
                 dh_next = torch.where(masks[t], dh_next, kept_h)
-        h_in = torch.cat([h0[None], hs[:-1]])
-        if dropout is not None:
-            h_in = h_in * dropout
         flat_d_z = d_z.view(steps * batch, 4 * units)
         needs = ctx.needs_input_grad
         d_xs = d_kernel = d_bias = None
@@ -384,7 +385,16 @@ class LSTMSequence(torch.autograd.Function):
             d_kernel = xs.reshape(steps * batch, xs.shape[2]).t() @ flat_d_z
         if needs[4]:
             d_bias = flat_d_z.sum(0)
-        d_recurrent = h_in.view(steps * batch, units).t() @ flat_d_z
+        # sum_t h_in_t^T dz_t, h_in_t the h each step started from: h0, then
+        # every step's output but the last (not copied into one tensor).
+        h_ins = hs[:-1].reshape((steps - 1) * batch, units)
+        if dropout is None:
+            d_recurrent = torch.addmm(
+                h0.t() @ d_z[0].view(batch, 4 * units), h_ins.t(), flat_d_z[batch:]
+            )
+        else:
+            h_ins = torch.cat([h0, h_ins]) * dropout.repeat(steps, 1)
+            d_recurrent = h_ins.t() @ flat_d_z
         d_peepholes = None
         if peepholes is not None:
             d_peepholes = torch.stack(

@@ -14,7 +14,8 @@ Every loop implements one protocol, in a module of its own:
 
 :func:`run` asks the current backend's fast paths in turn (``tensorflow``:
 the loop compiled by XLA with its own backward pass; ``torch``: PyTorch's
-fused kernels) and falls back to ``portable``, which serves every call. A
+fused kernels, and a whole-sequence LSTM with its own backward pass where
+PyTorch has none) and falls back to ``portable``, which serves every call. A
 fast path is imported only on its backend, and none of them imports the
 cells: a cell describes itself (see ``keras_recurrent._cell``).
 

@@ -216,7 +216,8 @@ def _own(layer, claim, sequences, initial_state, mask, recurrent_dropout_mask):
 
 
 class LSTMSequence(torch.autograd.Function):
-    """The peephole LSTM over a whole sequence, with its own backward pass.
+    """The LSTM, with peepholes or without, over a whole sequence, with its
+    own backward pass.
 
     ``apply(xs, h0, c0, kernel, bias, recurrent_kernel, peepholes, masks,
     recurrent_dropout_mask) -> (hs, c)``:
@@ -225,7 +226,7 @@ class LSTMSequence(torch.autograd.Function):
       units)``;
     - ``kernel``, ``bias`` (or None), ``recurrent_kernel``: the LSTM's
       weights in Keras's layout, gates ``i, f, c, o``; ``peepholes``: ``(3,
-      units)``, ``p_i, p_f, p_o``;
+      units)``, ``p_i, p_f, p_o``, or None for the LSTM without them;
     - ``masks``: None or ``(time, batch, 1)`` booleans: at a masked step
       both states are carried over unchanged (``portable.keep_masked``);
     - ``recurrent_dropout_mask``: None or ``(batch, units)``, on ``h_{t-1}``
@@ -312,7 +313,6 @@ class LSTMSequence(torch.autograd.Function):
             hs,
             h0,
         )
-        ctx.has_bias = bias is not None
         return hs, cs[steps].clone()
 
     @staticmethod

@@ -1,5 +1,5 @@
-"""The portable time loop: ``keras.ops.scan`` (or a Python loop with
-``unroll=True``) over the cell's step, on every backend.
+"""The portable time loop: ``keras.ops.scan`` (or a Python loop, with
+``unroll=True`` and on PyTorch) over the cell's step, on every backend.
 
 On TensorFlow and PyTorch the whole input sequence goes through the input
 kernel in one matmul before the loop, so each iteration only does the

@@ -198,7 +198,8 @@ class RecurrentLayer(keras.layers.RNN):
           ``mask=True`` stands for a mask of any pattern, which runs the
           portable loop for the other layers;
         - ``"portable"``: the ``keras.ops`` loop over the cell's step, on
-          every backend (a Python loop with ``unroll=True``);
+          every backend (a Python loop with ``unroll=True`` and on
+          PyTorch);
         - ``"cell-call"``: for a cell class that overrides ``call``, Keras's
           own loop over ``cell.call``.
 

@@ -100,6 +100,11 @@ LONG_TOL = 1e-5  # float32 over 10,000 steps vs float64: atol and rtol
 LONG_GRAD_RTOL = 1e-4  # a float32 sum over ~10^5 terms vs float64 differences
 COLD_PEAK_MIB = 512  # first call, XLA compilation included
 WARM_PEAK_MIB = 64  # second call: the computation itself
+# PyTorch's own GRU kernel (torch.gru, which the GRU runs on PyTorch) holds
+# about 18 KiB per step for its backward pass on a CPU: 178 MiB at 10,000
+# steps, measured calling torch.gru alone in a fresh process (torch.lstm:
+# 27 MiB). Linear in time, and PyTorch's: the bound there is its own.
+TORCH_GRU_WARM_PEAK_MIB = 256
 
 # What the long-sequence test measured, for the report (``pytest -s``).
 MEASURED = {}
@@ -209,7 +214,9 @@ def test_long_sequence(name):
     }
     print(f"\n{name}: {MEASURED[name]}")
     assert cold["mib"] < COLD_PEAK_MIB, MEASURED[name]
-    assert warm["mib"] < WARM_PEAK_MIB, MEASURED[name]
+    torch_gru = keras.backend.backend() == "torch" and name == "gru"
+    bound = TORCH_GRU_WARM_PEAK_MIB if torch_gru else WARM_PEAK_MIB
+    assert warm["mib"] < bound, MEASURED[name]
 
 
 # -- stateful streaming, drawn chunks -----------------------------------------------

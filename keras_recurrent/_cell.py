@@ -5,8 +5,12 @@ A cell does one step; the sequence layer drives the time loop (see
 its own ``call`` and the layer's loops all use, so the two cannot drift
 apart:
 
-- ``project_inputs(inputs)``: ``inputs @ kernel (+ input bias)``, for one step
-  ``(batch, features)`` or a whole sequence ``(..., features)``;
+- ``input_weights()`` and ``project(inputs, weights)``: the weights the input
+  projection reads (kernel, then the input norm's gain and offset, then the
+  input bias, each when present), as tensors, and the projection with them:
+  ``inputs @ kernel (+ input bias)``, for one step ``(batch, features)`` or
+  any number of them ``(..., features)``. ``project_inputs(inputs)`` is the
+  projection with the cell's own weights;
 - ``step_weights()``: the weights the step reads (recurrent kernel, and
   recurrent bias or peepholes), as tensors;
 - ``step_parts(weights, recurrent_activation=None)``: ``(kernel, update,
@@ -21,8 +25,9 @@ apart:
 
 ``StepCell.make_step`` joins the pieces into one step. Taking the weights as
 arguments lets a compiled loop receive them as inputs; the cut lets the
-TensorFlow loop differentiate the step without the matmul and compute the
-recurrent kernel's gradient for all time steps in one matmul.
+TensorFlow loop differentiate the step without the matmul, project the
+inputs a block of time steps at a time, and compute the kernels' gradients
+for a block of time steps in one matmul each.
 
 Three class attributes describe a cell's equations to the loops, and each
 holds only for the class that sets it (see :func:`declared`):
@@ -45,7 +50,15 @@ from keras import ops
 from keras_recurrent import _ops
 
 #: The methods that define a cell's equations.
-EQUATIONS = ("call", "make_step", "project_inputs", "step_weights", "step_parts")
+EQUATIONS = (
+    "call",
+    "make_step",
+    "project_inputs",
+    "input_weights",
+    "project",
+    "step_weights",
+    "step_parts",
+)
 
 
 class FusedKernel(NamedTuple):
@@ -172,16 +185,37 @@ class StepCell:
                 )
                 setattr(self, name, weight)
 
-    def input_matmul(self, inputs):
-        """``inputs @ kernel``, layer-normalised (``LN_x``) when
-        ``use_layer_norm``: what ``project_inputs`` computes before the
-        input bias."""
-        projected = _ops.matmul(inputs, self.kernel)
+    def input_weights(self):
+        """The weights ``project`` reads, as tensors: the kernel, then the
+        input norm's gain and offset with ``use_layer_norm``, then the input
+        bias with ``use_bias``."""
+        weights = [self.kernel]
         if self.use_layer_norm:
-            projected = self.layer_norm(
-                projected, self.kernel_norm_gamma, self.kernel_norm_beta
-            )
+            weights += [self.kernel_norm_gamma, self.kernel_norm_beta]
+        if self.use_bias:
+            weights.append(self.input_bias())
+        return tuple(ops.convert_to_tensor(w) for w in weights)
+
+    def input_bias(self):
+        """The bias added to ``x_t W``: ``bias``, for the cells with one."""
+        return self.bias
+
+    def project(self, inputs, weights):
+        """``inputs @ kernel``, layer-normalised (``LN_x``) when
+        ``use_layer_norm``, plus the input bias when ``use_bias``, with the
+        tensors of ``input_weights()``."""
+        kernel, *rest = weights
+        projected = _ops.matmul(inputs, kernel)
+        if self.use_layer_norm:
+            gamma, beta, *rest = rest
+            projected = self.layer_norm(projected, gamma, beta)
+        if self.use_bias:
+            projected = projected + rest[0]
         return projected
+
+    def project_inputs(self, inputs):
+        """``project`` with the cell's own weights."""
+        return self.project(inputs, self.input_weights())
 
     def layer_norm(self, z, gamma, beta):
         """``LN(z) * gamma + beta`` over the last axis, with the cell's

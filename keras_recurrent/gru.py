@@ -155,11 +155,8 @@ class GRUCell(StepCell, keras.layers.GRUCell):
             width = 3 * self.units
             self.build_layer_norm({"kernel": width, "recurrent": width})
 
-    def project_inputs(self, inputs):
-        projected = self.input_matmul(inputs)
-        if self.use_bias:
-            projected = projected + (self.bias[0] if self.reset_after else self.bias)
-        return projected
+    def input_bias(self):
+        return self.bias[0] if self.reset_after else self.bias
 
     def step_weights(self):
         weights = [ops.convert_to_tensor(self.recurrent_kernel)]

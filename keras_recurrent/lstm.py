@@ -324,12 +324,6 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         config["seed"] = None if seed is None else seed + index
         return type(initializer).from_config(config)
 
-    def project_inputs(self, inputs):
-        projected = self.input_matmul(inputs)
-        if self.use_bias:
-            projected = projected + self.bias
-        return projected
-
     def step_weights(self):
         names = ["recurrent_kernel"]
         if self.use_peepholes:

@@ -126,12 +126,6 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
         if self.use_layer_norm:
             self.build_layer_norm({"kernel": self.units, "recurrent": self.units})
 
-    def project_inputs(self, inputs):
-        projected = self.input_matmul(inputs)
-        if self.use_bias:
-            projected = projected + self.bias
-        return projected
-
     def step_weights(self):
         names = ("recurrent_kernel",)
         if self.use_layer_norm:

@@ -10,6 +10,7 @@ from unittest import mock
 import keras
 import numpy as np
 import pytest
+import test_variants
 from helpers import (
     PAIRS,
     assert_all_close,
@@ -82,15 +83,30 @@ def test_outputs_states_and_gradients_match_builtin(name, options):
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
-def test_shapes_known_only_at_run_time(name):
-    """Traced with unknown batch and length, run at several of each."""
-    ours, builtin = layer_pair(name, return_sequences=True)
-    spec = tf.TensorSpec((None, None, 5), "float32")
-    run_ours = tf.function(lambda x: ours(x), input_signature=[spec])
-    run_builtin = tf.function(lambda x: builtin(x), input_signature=[spec])
+@pytest.mark.parametrize("features", [5, 1])
+def test_shapes_known_only_at_run_time(name, features):
+    """Traced with unknown batch and length, run at several of each: the
+    outputs and the gradients of the inputs and weights (one input feature
+    leaves the input kernel's gradient a shape TensorFlow cannot infer)."""
+    ours, builtin = layer_pair(name, features=features, return_sequences=True)
+    spec = tf.TensorSpec((None, None, features), "float32")
+
+    def traced(layer):
+        @tf.function(input_signature=[spec])
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs = layer(x)
+                loss = tf.reduce_sum(outputs**2)
+            return [outputs, *tape.gradient(loss, [x, *layer.trainable_variables])]
+
+        return run
+
+    run_ours, run_builtin = traced(ours), traced(builtin)
     for batch, time in ((1, 6), (40, 3), (2, 11)):
-        x = random_inputs(batch=batch, time=time)
-        assert_all_close(run_ours(x), run_builtin(x))
+        x = random_inputs(batch=batch, time=time, features=features)
+        # Gradients summed over 40 sequences: compared relative to their size.
+        assert_all_close(run_ours(x), run_builtin(x), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -287,6 +303,92 @@ def test_lengths_known_only_at_run_time_run_in_pieces_and_match_builtin(name, op
     assert_all_close(outputs, expected_outputs)
     # Sums over 135 steps reach 1e2 in float32: compared relative to that.
     assert_all_close(grads, expected_grads, rtol=1e-5)
+
+
+def _in_pieces_of(monkeypatch, steps, batch, width):
+    """Sets ``PIECE_SIZE`` so that a sequence's projection ``width`` wide
+    runs in pieces of ``steps`` steps, and returns the list each eager call's
+    piece length is appended to."""
+    monkeypatch.setattr(tf_loop, "PIECE_SIZE", steps * batch * width)
+    lengths = []
+    piece_length = tf_loop._piece_length
+
+    def recorded(xs, width):
+        length = piece_length(xs, width)
+        if tf.executing_eagerly():  # traced calls' lengths are not known yet
+            lengths.append(int(length))
+        return length
+
+    monkeypatch.setattr(tf_loop, "_piece_length", recorded)
+    return lengths
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True, "return_state": True},
+        {"return_sequences": True, "return_state": True, "masked": True},
+        {"go_backwards": True, "masked": True},
+        {},
+    ],
+    ids=["sequences", "masked", "masked_backwards_last_output", "last_output"],
+)
+def test_a_sequence_in_several_pieces_matches_builtin(name, options, monkeypatch):
+    """Seven steps in pieces of three, the last one padded: each piece
+    projected on its own, forwards and backwards. Outputs, states and the
+    gradients of the inputs, initial states and every weight are the
+    built-in's, also for a layer that returns only its last output (whose
+    loop gives the outputs no gradient)."""
+    options = dict(options)
+    masked = options.pop("masked", False)
+    ours, builtin = layer_pair(name, **options)
+    time, batch = 7, 3
+    x = random_inputs(batch=batch, time=time)
+    states = random_states(name, batch=batch)
+    kwargs = {}
+    if masked:
+        kwargs["mask"] = _long_mask(batch, time)
+    width = ours.cell.kernel.shape[-1]
+    lengths = _in_pieces_of(monkeypatch, 3, batch, width)
+
+    def loss(layer):
+        def fn(x, *rest):
+            initial = list(rest[: len(states)])
+            outputs = layer(x, initial_state=initial, **kwargs)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return sum(keras.ops.sum(o**2) for o in outputs)
+
+        return fn
+
+    assert_all_close(
+        ours(x, initial_state=states, **kwargs),
+        builtin(x, initial_state=states, **kwargs),
+    )
+    assert_all_close(
+        gradients(loss(ours), [x, *states, *ours.trainable_variables]),
+        gradients(loss(builtin), [x, *states, *builtin.trainable_variables]),
+    )
+    assert lengths and set(lengths) == {3}, lengths
+
+
+@pytest.mark.float64
+@pytest.mark.parametrize("name", test_variants.NAMES)
+def test_variants_in_pieces_match_reference_and_finite_differences(name, monkeypatch):
+    """The variants (layer norm of ``x_t W``, projection, clipping) one step
+    per piece: float64 outputs against the NumPy reference, and every
+    weight's gradient (the input norm's gain and offset among them) against
+    finite differences."""
+    layer = test_variants._layer(name, return_sequences=True, return_state=True)
+    x, h0 = test_variants._inputs(), test_variants._states(layer)
+    width = layer.cell.kernel.shape[-1]
+    lengths = _in_pieces_of(monkeypatch, 1, test_variants.BATCH, width)
+    mask = _mask_array("holes")
+    expected = test_variants._reference(name, layer.get_weights(), x, h0, mask=mask)
+    actual = test_variants._called(layer, x, h0, mask)
+    test_variants._check("holes", actual, expected, test_variants.F64_ATOL)
+    test_variants._check_gradients(layer, x, h0, mask)
+    assert lengths and set(lengths) == {1}, lengths
 
 
 _COMPILATIONS = """

@@ -115,8 +115,13 @@ def keep_masked(mask_t, new_states, states):
 def finish(layer, hs, states, masks):
     """``(last_output, outputs, states)`` from ``hs``, the time-major stack
     of every step's ``states[0]`` (with :func:`keep_masked` semantics), the
-    final states and the time-major masks of :func:`time_major`."""
-    outputs = hs
+    final states and the time-major masks of :func:`time_major`.
+
+    The last output is computed from the final ``states[0]``, which is the
+    last row of ``hs``: a layer that returns only the last output then
+    differentiates through the final states alone (the TensorFlow loop does
+    not give ``hs`` a gradient then)."""
+    outputs, last = hs, states[0]
     if masks is not None:
         if layer.zero_output_for_mask:
             keep = masks
@@ -125,4 +130,5 @@ def finish(layer, hs, states, masks):
             # output is the carried state, since output == states[0].
             keep = ops.cumsum(ops.cast(masks, "int32"), axis=0) > 0
         outputs = ops.where(keep, hs, ops.zeros_like(hs))
-    return outputs[-1], ops.transpose(outputs, (1, 0, 2)), list(states)
+        last = ops.where(keep[-1], last, ops.zeros_like(last))
+    return last, ops.transpose(outputs, (1, 0, 2)), list(states)

@@ -3,9 +3,14 @@
 On TensorFlow without XLA (what Keras picks on a CPU) every time step pays a
 few microseconds of per-op overhead for each of the ten or so ops of a gated
 step, forward and backward; for small batches that overhead is most of the
-run time. Here the loop has a custom gradient, and the forward loop and the
-backward loop each run as one XLA computation:
+run time. Here the loop has a custom gradient, and its steps run in XLA
+computations, a forward loop and a backward loop:
 
+- the sequence goes through in pieces of a few time steps (see
+  ``_in_pieces``). Each piece's inputs are projected (``x W + b``, with
+  several times as many features as the inputs) in one matmul when the
+  piece is reached, forwards and again backwards, so that no ``(time,
+  batch, gates * units)`` tensor is ever held whole;
 - the forward loop keeps only every step's states, which the outputs need
   anyway;
 - the backward loop runs from the last step to the first. At each step it
@@ -15,20 +20,20 @@ backward loop each run as one XLA computation:
   ``update`` (the step without its matmul, see ``keras_recurrent._cell``),
   which is elementwise apart from GRU's candidate matmul when
   ``reset_after=False``, and sends ``dr_t @ kernel^T`` back to ``h_{t-1}``;
-- the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, is then one
-  matmul over all time steps instead of one small matmul per step. For a
-  cell whose ``update`` reads ``projected_t + r`` only (``update_sums_inputs``:
-  LSTM and SimpleRNN), ``dr_t`` is the input gradient itself and is not
-  stored twice.
+- the recurrent kernel's gradient, ``sum_t h_in_t^T dr_t``, and the input
+  projection's are then one matmul per piece instead of one small matmul
+  per step. For a cell whose ``update`` reads ``projected_t + r`` only
+  (``update_sums_inputs``: LSTM and SimpleRNN), ``dr_t`` is the input
+  gradient itself and is not stored twice.
 
 The loop compiles the cell's own step pieces, so it serves any cell whose
-``call`` is the shared one, variants included, in float32 and float64 unless
-``unroll=True``; masks and recurrent dropout too. TensorFlow could not
-differentiate a compiled loop by itself anyway: the loop's tensor lists
-cannot cross the XLA boundary.
+``call`` and ``project_inputs`` are the shared ones, variants included, in
+float32 and float64 unless ``unroll=True``; masks and recurrent dropout
+too. TensorFlow could not differentiate a compiled loop by itself anyway:
+the loop's tensor lists cannot cross the XLA boundary.
 
-XLA compiles once per input shape. A length unknown when traced runs in
-pieces of ``CHUNK`` steps, so that it compiles once for all lengths (see
+XLA compiles once per input shape: the pieces of all sequences of a batch
+size have one length when the sequence length is unknown when traced (see
 ``_loop``).
 """
 
@@ -37,7 +42,12 @@ import weakref
 
 import tensorflow as tf
 
-from keras_recurrent._cell import claimed_kernel, declared, recurrent_input
+from keras_recurrent._cell import (
+    StepCell,
+    claimed_kernel,
+    declared,
+    recurrent_input,
+)
 from keras_recurrent.loops import portable
 
 NAME = "xla"
@@ -57,24 +67,42 @@ _STEP_FUNCTIONS = ("activation", "recurrent_activation")
 
 def serves(layer, mask, recurrent_dropout_mask):
     """Whether this loop runs ``layer``: in float32 and float64, unless
-    ``unroll=True``, with or without masks."""
-    return not layer.unroll and layer.cell.compute_dtype in ("float32", "float64")
+    ``unroll=True``, with or without masks, for a cell whose inputs are
+    projected by the shared ``project_inputs`` (the loop calls ``project``
+    with the weights as arguments)."""
+    cell = layer.cell
+    return (
+        not layer.unroll
+        and cell.compute_dtype in ("float32", "float64")
+        and type(cell).project_inputs is StepCell.project_inputs
+    )
 
 
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     """:func:`keras_recurrent.loops.portable.recurrence`, compiled by XLA.
 
     Differentiable with respect to ``sequences``, ``initial_state`` and the
-    cell's weights.
+    cell's weights. Without ``return_sequences`` Keras reads only the last
+    output, which is the final ``h``: the outputs are then returned without
+    a gradient, so that the backward pass is not handed a zero gradient for
+    every step's output.
     """
     cell = layer.cell
     xs, masks = portable.time_major(layer, sequences, mask)
-    xs = cell.project_inputs(xs)
     # Plain tensors, read once: not a variable read per step, nor a variable
     # inside the custom gradient.
-    weights = [tf.convert_to_tensor(w) for w in cell.step_weights()]
+    weights = [
+        [tf.convert_to_tensor(w) for w in ws]
+        for ws in (cell.input_weights(), cell.step_weights())
+    ]
     hs, states = _loop(
-        cell, xs, masks, recurrent_dropout_mask, list(initial_state), weights
+        cell,
+        xs,
+        masks,
+        recurrent_dropout_mask,
+        list(initial_state),
+        weights,
+        layer.return_sequences,
     )
     return portable.finish(layer, hs, states, masks)
 
@@ -118,101 +146,124 @@ def _fenced_step_parts(cell, weights):
     return cell.step_parts(weights, recurrent_activation=lambda z: fence(gate(z)))
 
 
-#: Time steps per call of a compiled loop for a sequence whose length is
+#: Time steps per call of the compiled loops for a sequence whose length is
 #: known only when it arrives (see ``_in_pieces``).
 CHUNK = 64
 
+#: At most this many elements in the projected inputs of one piece (see
+#: ``_in_pieces``): 4 MiB in float32.
+PIECE_SIZE = 2**18
 
-def _loop(cell, xs, masks, rec_mask, states, weights):
-    """``(hs, final_states)`` over time-major ``xs``, with a custom gradient.
 
-    XLA compiles a function once per input shape. A sequence whose length is
-    known when the loop is traced (a layer called eagerly, a function traced
-    for one shape) runs in one call of the compiled loops, compiled for that
-    length (``_at_once``); one whose length is not (Keras's train and
-    predict functions, traced with the time axis unknown for a ``tf.data``
-    dataset of padded batches, and after a second length otherwise) runs in
-    pieces of ``CHUNK`` steps (``_in_pieces``), so that one compilation
-    serves every length.
+def _loop(cell, xs, masks, rec_mask, states, weights, need_hs):
+    """``(hs, final_states)`` over time-major raw inputs ``xs``, with a
+    custom gradient; ``weights`` is ``[input_weights, step_weights]``.
+    Without ``need_hs``, ``hs`` has no gradient.
+
+    The sequence runs in pieces (see ``_in_pieces``), each projected when it
+    is reached, then run by a call of the compiled loops. XLA compiles a
+    function once per input shape, so the pieces have one length for every
+    sequence of a batch size: ``CHUNK`` steps when the length is unknown
+    when the loop is traced (Keras's train and predict functions, traced
+    with the time axis unknown for a ``tf.data`` dataset of padded batches,
+    and after a second length otherwise), the whole sequence when it is
+    known, and fewer steps wherever a piece's projection would have more
+    than ``PIECE_SIZE`` elements.
     """
     forward, backward = _functions(cell, masks is not None, rec_mask is not None)
     masks = None if masks is None else tf.cast(masks, "bool")
     rec_mask = _absent() if rec_mask is None else rec_mask
-    num_states = len(states)
-    over = _at_once if xs.shape[0] is not None else _in_pieces
+    counts = [len(states), len(weights[0])]
+    kept = {}  # the outputs, when they are not an output of ``run``
+
+    def split(tensors):
+        """``[states, input_weights, step_weights]`` from one flat list."""
+        return [tensors[: counts[0]], tensors[counts[0] : sum(counts)]] + [
+            tensors[sum(counts) :]
+        ]
 
     @tf.custom_gradient
-    def run(xs, *states_and_weights):
-        states = list(states_and_weights[:num_states])
-        weights = list(states_and_weights[num_states:])
+    def run(xs, *tensors):
         # Inputs cut from any tape: otherwise TensorFlow would also build its
         # own gradient of the loop.
-        xs, states, weights = tf.nest.map_structure(
-            tf.stop_gradient, (xs, states, weights)
-        )
-        final, hs, backward_over = over(
-            (forward, backward), xs, masks, rec_mask, states, weights
+        xs, tensors = tf.nest.map_structure(tf.stop_gradient, (xs, list(tensors)))
+        states, *weights = split(tensors)
+        final, hs, backward_over = _in_pieces(
+            cell, (forward, backward), xs, masks, rec_mask, states, weights
         )
 
-        def grad(d_hs, *d_final):
+        def grad(*d_outputs):
+            d_hs = d_outputs[0] if need_hs else None
             d_final = [
-                tf.zeros_like(s) if d is None else d for d, s in zip(d_final, final)
+                tf.zeros_like(s) if d is None else d
+                for d, s in zip(d_outputs[need_hs:], final)
             ]
-            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
             d_xs, d_states, d_weights = backward_over(d_hs, d_final)
             return [d_xs, *d_states, *d_weights]
 
-        return [hs, *final], grad
+        kept["hs"] = hs
+        return [*([hs] if need_hs else []), *final], grad
 
-    hs, *final = run(xs, *states, *weights)
-    return hs, final
+    outputs = run(xs, *states, *weights[0], *weights[1])
+    if need_hs:
+        return outputs[0], outputs[1:]
+    return tf.stop_gradient(kept["hs"]), outputs
 
 
 def _absent():
-    """What stands in for an absent mask as an input of the compiled loops."""
+    """What stands in for an absent mask or output gradient as an input of
+    the compiled loops."""
     return tf.zeros((0,))
 
 
-def _at_once(loops, xs, masks, rec_mask, states, weights):
-    """``(final_states, hs, backward_over)``: the whole sequence in one call
-    of the compiled loops; ``backward_over(d_hs, d_final)`` gives the
-    gradients with respect to ``xs``, the states and the weights."""
+def _piece_length(xs, width):
+    """Time steps per piece of ``xs``, for a projection ``width`` wide: as
+    many as fit in ``PIECE_SIZE``, and for a length known when traced, the
+    same number in every piece, give or take one, so that little of the last
+    piece is padding."""
+    steps, batch = tf.shape(xs)[0], tf.shape(xs)[1]
+    fitting = tf.maximum(PIECE_SIZE // tf.maximum(batch * width, 1), 1)
+    if xs.shape[0] is None:
+        return tf.minimum(fitting, CHUNK)
+    count = (steps + fitting - 1) // fitting
+    return (steps + count - 1) // count
+
+
+def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
+    """``(final_states, hs, backward_over)``: the sequence in pieces of
+    :func:`_piece_length` steps, the last one padded with zeros, which
+    follow one another in a ``tf.while_loop`` outside XLA.
+    ``backward_over(d_hs, d_final)`` gives the gradients with respect to
+    ``xs``, the states and the weights (the input weights', then the step
+    weights'), ``d_hs`` None when the outputs have no gradient.
+
+    Each piece's inputs are projected when the piece is reached, forward and
+    again backward, in TensorFlow's own matmul (several times faster than
+    XLA's on a CPU for these shapes), so that no ``(time, batch, gates *
+    units)`` tensor is held whole; each piece is then a call of the same
+    compiled loop, which runs as many steps as the piece has, so the
+    padding is never computed and the states, outputs and gradients are
+    those of the whole sequence.
+    """
     forward, backward = loops
-    masks = _absent() if masks is None else masks
+    in_weights, step_weights = weights
     steps = tf.shape(xs)[0]
-    final, stacked = forward(xs, masks, rec_mask, states, weights, steps)
-
-    def backward_over(d_hs, d_final):
-        return backward(
-            xs, masks, rec_mask, states, weights, stacked, d_hs, d_final, steps
-        )
-
-    return final, stacked[0], backward_over
-
-
-def _in_pieces(loops, xs, masks, rec_mask, states, weights):
-    """:func:`_at_once` in pieces of ``CHUNK`` steps, the last one padded
-    with zeros: each piece a call of the same compiled loop, which runs as
-    many steps as the piece has, so the padding is never computed and the
-    states, outputs and gradients are those of the whole sequence. The
-    pieces follow one another in a ``tf.while_loop`` outside XLA."""
-    forward, backward = loops
-    steps = tf.shape(xs)[0]
-    count = (steps + CHUNK - 1) // CHUNK
+    length = _piece_length(xs, in_weights[0].shape[-1])
+    count = (steps + length - 1) // length
 
     def pieces(x):
-        """``x`` padded along time to whole pieces: ``(count, CHUNK, ...)``."""
-        padding = [[0, count * CHUNK - steps]] + [[0, 0]] * (x.shape.rank - 1)
-        shape = tf.concat([[count, CHUNK], tf.shape(x)[1:]], 0)
+        """``x`` padded along time to whole pieces: ``(count, length, ...)``."""
+        padding = [[0, count * length - steps]] + [[0, 0]] * (x.shape.rank - 1)
+        shape = tf.concat([[count, length], tf.shape(x)[1:]], 0)
         return tf.reshape(tf.pad(x, padding), shape)
 
     def whole(x, shape):
         """The inverse of ``pieces``, of the static ``shape``."""
-        x = tf.reshape(x, tf.concat([[count * CHUNK], tf.shape(x)[2:]], 0))
+        x = tf.reshape(x, tf.concat([[count * length], tf.shape(x)[2:]], 0))
         return tf.ensure_shape(x[:steps], shape)
 
-    def length(p):
-        return tf.minimum(CHUNK, steps - p * CHUNK)
+    def steps_of(p):
+        return tf.minimum(length, steps - p * length)
 
     def lists(tensors, element=()):
         return [
@@ -228,8 +279,9 @@ def _in_pieces(loops, xs, masks, rec_mask, states, weights):
 
     def body(p, states, starts, stacks):
         starts = [ta.write(p, s) for ta, s in zip(starts, states)]
+        projected = cell.project(xs_p[p], in_weights)
         new, stacked = forward(
-            xs_p[p], piece_masks(p), rec_mask, states, weights, length(p)
+            projected, piece_masks(p), rec_mask, states, step_weights, steps_of(p)
         )
         # The compiled function's outputs have no static batch size.
         new = [tf.ensure_shape(n, s.shape) for n, s in zip(new, states)]
@@ -239,29 +291,43 @@ def _in_pieces(loops, xs, masks, rec_mask, states, weights):
     _, final, starts, stacks = tf.while_loop(
         lambda p, *_: p < count,
         body,
-        (0, states, lists(states), lists(states, (CHUNK,))),
+        (0, states, lists(states), lists(states, (None,))),
     )
     # Each piece's initial states and every step's states, for backward.
     starts = [ta.stack() for ta in starts]
     stacks = [ta.stack() for ta in stacks]
 
     def backward_over(d_hs, d_final):
-        d_hs_p = pieces(d_hs)
+        d_hs_p = None if d_hs is None else pieces(d_hs)
 
         def body(p, d_carry, d_weights, d_xs):
-            d_x, d_carry, d_w = backward(
-                xs_p[p],
+            x = xs_p[p]
+            with tf.GradientTape() as tape:
+                tape.watch([x, in_weights])
+                projected = cell.project(x, in_weights)
+            d_projected, d_carry, d_step = backward(
+                projected,
                 piece_masks(p),
                 rec_mask,
                 [s[p] for s in starts],
-                weights,
+                step_weights,
                 [s[p] for s in stacks],
-                d_hs_p[p],
+                _absent() if d_hs is None else d_hs_p[p],
                 d_carry,
-                length(p),
+                steps_of(p),
             )
             d_carry = [tf.ensure_shape(d, s.shape) for d, s in zip(d_carry, states)]
-            d_weights = [a + b for a, b in zip(d_weights, d_w)]
+            d_x, d_input = tape.gradient(
+                projected,
+                [x, in_weights],
+                output_gradients=d_projected,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            # Shapes that the projection's gradient leaves unknown.
+            d_piece = [*d_input, *d_step]
+            d_weights = [
+                a + tf.ensure_shape(b, a.shape) for a, b in zip(d_weights, d_piece)
+            ]
             return p - 1, d_carry, d_weights, d_xs.write(p, d_x)
 
         _, d_states, d_weights, d_xs = tf.while_loop(
@@ -270,8 +336,10 @@ def _in_pieces(loops, xs, masks, rec_mask, states, weights):
             (
                 count - 1,
                 d_final,
-                [tf.zeros_like(w) for w in weights],
-                lists([xs[0]], (CHUNK,))[0],
+                [tf.zeros_like(w) for w in [*in_weights, *step_weights]],
+                tf.TensorArray(
+                    xs.dtype, size=count, element_shape=(None, *xs.shape[1:])
+                ),
             ),
         )
         return whole(d_xs.stack(), xs.shape), d_states, d_weights
@@ -371,6 +439,7 @@ def _functions(cell, has_mask, has_rec_mask):
             tape.watch(weights)
             kernel, update, extra = _fenced_step_parts(cell, weights)
         rec_mask = rec_mask if has_rec_mask else None
+        has_d_hs = d_hs.shape.rank > 1  # else (0,): the outputs have none
         size = tf.shape(xs)[0]
         # The h each step started from: the initial one, then the outputs of
         # every step but the last (one copy, which the kernel's gradient
@@ -390,7 +459,9 @@ def _functions(cell, has_mask, has_rec_mask):
         # ``steps`` (t = steps - 1 - k), XLA would compile the loop once for
         # every value of ``steps``.
         def body(t, d_states, d_extra, d_inputs_t):
-            d_new = [d_states[0] + d_hs[t], *d_states[1:]]
+            d_new = list(d_states)
+            if has_d_hs:
+                d_new[0] = d_new[0] + d_hs[t]
             first = tf.equal(t, 0)
             before = tf.maximum(t - 1, 0)
             old = [

@@ -26,8 +26,8 @@ apart:
 ``StepCell.make_step`` joins the pieces into one step. Taking the weights as
 arguments lets a compiled loop receive them as inputs; the cut lets the
 TensorFlow loop differentiate the step without the matmul, project the
-inputs a block of time steps at a time, and compute the kernels' gradients
-for a block of time steps in one matmul each.
+inputs a piece of the sequence at a time, and compute the recurrent
+kernel's gradient for a piece's time steps in one matmul.
 
 Three class attributes describe a cell's equations to the loops, and each
 holds only for the class that sets it (see :func:`declared`):

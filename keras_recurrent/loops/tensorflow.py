@@ -151,7 +151,7 @@ def _fenced_step_parts(cell, weights):
 CHUNK = 64
 
 #: At most this many elements in the projected inputs of one piece (see
-#: ``_in_pieces``): 4 MiB in float32.
+#: ``_in_pieces``): 1 MiB in float32.
 PIECE_SIZE = 2**18
 
 
@@ -238,8 +238,8 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
     weights'), ``d_hs`` None when the outputs have no gradient.
 
     Each piece's inputs are projected when the piece is reached, forward and
-    again backward, in TensorFlow's own matmul (several times faster than
-    XLA's on a CPU for these shapes), so that no ``(time, batch, gates *
+    again backward, in TensorFlow's own matmul (faster than XLA's on a
+    CPU), so that no ``(time, batch, gates *
     units)`` tensor is held whole; each piece is then a call of the same
     compiled loop, which runs as many steps as the piece has, so the
     padding is never computed and the states, outputs and gradients are
@@ -501,7 +501,7 @@ def _functions(cell, has_mask, has_rec_mask):
         written = tf.reshape(tf.range(size) < steps, (-1, 1, 1))
         d_inputs = [tf.where(written, d, tf.zeros_like(d)) for d in d_inputs]
         d_xs, d_rs = d_inputs[0], d_inputs[-1]
-        # sum_t h_in_t^T dr_t, one matmul over (time * batch) rows.
+        # sum_t h_in_t^T dr_t, one matmul over (steps * batch) rows.
         d_kernel = tf.tensordot(h_ins, d_rs, axes=[[0, 1], [0, 1]])
         d_weights = tape.gradient(
             [kernel, *extra],

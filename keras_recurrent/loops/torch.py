@@ -54,15 +54,16 @@ def serves(layer, mask, recurrent_dropout_mask):
     if claim is None:
         return False
     return claim.name in _OWN or _builtin_serves(
-        layer, claim, mask, recurrent_dropout_mask
+        layer, claim, mask, _lengths(mask), recurrent_dropout_mask
     )
 
 
-def _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
-    """Whether PyTorch's own function computes this call."""
+def _builtin_serves(layer, claim, mask, lengths, recurrent_dropout_mask):
+    """Whether PyTorch's own function computes this call; ``lengths`` is
+    ``_lengths(mask)``, worked out once by the caller."""
     if claim.name not in _FUNCTIONS or recurrent_dropout_mask is not None:
         return False
-    if mask is not None and (layer.go_backwards or _lengths(mask) is None):
+    if mask is not None and (layer.go_backwards or lengths is None):
         return False
     if claim.name == "lstm_projected":
         # torch.lstm tells a projection by h and c differing in size, and
@@ -74,10 +75,10 @@ def _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
 
 def _lengths(mask):
     """The length of each sequence of a right-padded ``(batch, time)`` mask,
-    as a CPU tensor, or None for any other mask, for an empty one, for one
-    without values, and for ``True``, which stands for any mask (see
-    ``loops.choose``)."""
-    if isinstance(mask, bool):
+    as a CPU tensor, or None for no mask, for any other mask, for an empty
+    one, for one without values, and for ``True``, which stands for any mask
+    (see ``loops.choose``)."""
+    if mask is None or isinstance(mask, bool):
         return None
     mask = torch.as_tensor(mask)
     if mask.is_meta or mask.numel() == 0:  # output shapes, or nothing to pack
@@ -95,7 +96,10 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     :func:`keras_recurrent.loops.portable.recurrence` returns them;
     differentiable by PyTorch's autograd."""
     claim = claimed_kernel(layer.cell)
-    if not _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
+    # The mask's values, read once for this call (serves reads them too
+    # for a cell that only PyTorch's own function may compute).
+    lengths = _lengths(mask)
+    if not _builtin_serves(layer, claim, mask, lengths, recurrent_dropout_mask):
         # An LSTM that PyTorch's function cannot run (see serves).
         return _own(
             layer, claim, sequences, initial_state, mask, recurrent_dropout_mask
@@ -125,7 +129,6 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     # torch's weight_hr, (projection_units, units), after the biases.
     params += [p.T for p in projection]
     params = [p.contiguous() for p in params]
-    lengths = None if mask is None else _lengths(mask)
     if mask is not None and _needs_packing(layer, claim.name):
         return _packed(layer, claim.name, sequences, hx, params, has_biases, lengths)
     # (input, hx, params, has_biases, num_layers, dropout, train,

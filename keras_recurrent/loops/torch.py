@@ -53,32 +53,40 @@ def serves(layer, mask, recurrent_dropout_mask):
     claim = claimed_kernel(cell)
     if claim is None:
         return False
-    return claim.name in _OWN or _builtin_serves(
-        layer, claim, mask, _lengths(mask), recurrent_dropout_mask
+    return (
+        claim.name in _OWN
+        or _builtin_serves(layer, claim, mask, recurrent_dropout_mask)[0]
     )
 
 
-def _builtin_serves(layer, claim, mask, lengths, recurrent_dropout_mask):
-    """Whether PyTorch's own function computes this call; ``lengths`` is
-    ``_lengths(mask)``, worked out once by the caller."""
+def _builtin_serves(layer, claim, mask, recurrent_dropout_mask):
+    """``(serves, lengths)``: whether PyTorch's own function computes this
+    call, and the mask's ``_lengths`` where it does (None without a mask).
+    The mask's values are read only once the other options allow it."""
     if claim.name not in _FUNCTIONS or recurrent_dropout_mask is not None:
-        return False
-    if mask is not None and (layer.go_backwards or lengths is None):
-        return False
+        return False, None
+    if mask is None:
+        lengths = None
+    elif layer.go_backwards:
+        return False, None
+    else:
+        lengths = _lengths(mask)
+        if lengths is None:
+            return False, None
     if claim.name == "lstm_projected":
         # torch.lstm tells a projection by h and c differing in size, and
         # torch.nn.LSTM takes proj_size < hidden_size only.
         h_size, c_size = layer.cell.state_size
-        return h_size < c_size
-    return True
+        return h_size < c_size, lengths
+    return True, lengths
 
 
 def _lengths(mask):
     """The length of each sequence of a right-padded ``(batch, time)`` mask,
-    as a CPU tensor, or None for no mask, for any other mask, for an empty
-    one, for one without values, and for ``True``, which stands for any mask
-    (see ``loops.choose``)."""
-    if mask is None or isinstance(mask, bool):
+    as a CPU tensor, or None for any other mask, for an empty one, for one
+    without values, and for ``True``, which stands for any mask (see
+    ``loops.choose``)."""
+    if isinstance(mask, bool):
         return None
     mask = torch.as_tensor(mask)
     if mask.is_meta or mask.numel() == 0:  # output shapes, or nothing to pack
@@ -98,8 +106,10 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     claim = claimed_kernel(layer.cell)
     # The mask's values, read once for this call (serves reads them too
     # for a cell that only PyTorch's own function may compute).
-    lengths = _lengths(mask)
-    if not _builtin_serves(layer, claim, mask, lengths, recurrent_dropout_mask):
+    serves_builtin, lengths = _builtin_serves(
+        layer, claim, mask, recurrent_dropout_mask
+    )
+    if not serves_builtin:
         # An LSTM that PyTorch's function cannot run (see serves).
         return _own(
             layer, claim, sequences, initial_state, mask, recurrent_dropout_mask

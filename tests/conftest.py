@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,6 +47,31 @@ def pytest_configure(config):
         "backends itself); the README's test command runs it on TensorFlow "
         'only and deselects it on the others with -m "not one_backend"',
     )
+    if keras.backend.backend() == "jax":
+        _share_jax_compilations()
+
+
+# On JAX, many tests compile the same computation again: the built-in half of
+# each property test, the same layer in several tests, and the same test in
+# both pytest-xdist workers. JAX's persistent compilation cache, keyed by the
+# computation itself, lets them reuse one compilation, within one run only.
+# The run's first process (the xdist controller) makes the folder; its workers,
+# started after it, inherit the variable; the folder goes when the run ends.
+_JAX_CACHE = "KERAS_RECURRENT_TEST_JAX_CACHE"
+
+
+def _share_jax_compilations():
+    import jax
+
+    if _JAX_CACHE not in os.environ:
+        os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="keras_recurrent_jax_")
+    jax.config.update("jax_compilation_cache_dir", os.environ[_JAX_CACHE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def pytest_unconfigure(config):
+    if "PYTEST_XDIST_WORKER" not in os.environ and _JAX_CACHE in os.environ:
+        shutil.rmtree(os.environ.pop(_JAX_CACHE), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -56,22 +56,26 @@ def pytest_configure(config):
 # both pytest-xdist workers. JAX's persistent compilation cache, keyed by the
 # computation itself, lets them reuse one compilation, within one run only.
 # The run's first process (the xdist controller) makes the folder; its workers,
-# started after it, inherit the variable; the folder goes when the run ends.
+# started after it, inherit the variable. The process that made the folder
+# removes it when the run ends; a folder set from outside is left alone.
 _JAX_CACHE = "KERAS_RECURRENT_TEST_JAX_CACHE"
+_made_cache = None
 
 
 def _share_jax_compilations():
+    global _made_cache
     import jax
 
     if _JAX_CACHE not in os.environ:
-        os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="keras_recurrent_jax_")
+        _made_cache = tempfile.mkdtemp(prefix="keras_recurrent_jax_")
+        os.environ[_JAX_CACHE] = _made_cache
     jax.config.update("jax_compilation_cache_dir", os.environ[_JAX_CACHE])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def pytest_unconfigure(config):
-    if "PYTEST_XDIST_WORKER" not in os.environ and _JAX_CACHE in os.environ:
-        shutil.rmtree(os.environ.pop(_JAX_CACHE), ignore_errors=True)
+    if _made_cache is not None:
+        shutil.rmtree(_made_cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import os
 import keras
 import pytest
 
-from benchmarks import memory, pipeline, rnn
+from benchmarks import export, memory, pipeline, rnn
 
 
 def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
@@ -142,3 +142,31 @@ def test_pipeline_run_agrees_with_builtin_and_compiles_once(tmp_path):
     assert report["largest_difference"] < 1e-5
     assert len(report["epochs"]["ours"]) == 2
     assert "| all |" in (tmp_path / "pipeline.md").read_text()
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf2onnx and TFLite read TF graphs"
+)
+def test_export_run_checks_each_artifact_and_reports_its_operators(tmp_path):
+    """Each artifact reproduces its model's predict; ours is one loop per
+    layer with a dynamic batch, and the built-in's TFLite model needs a fixed
+    batch."""
+    rows = export.main(
+        ["--quick", "--layers", "lstm", "--repeats", "1", "--out", str(tmp_path)]
+    )
+    assert [(r["layer"], r["format"]) for r in rows] == [
+        ("lstm", "onnx"),
+        ("lstm", "litert"),
+    ]
+    onnx, litert = rows
+    for row in rows:
+        assert row["builtin_max_abs_difference"] < 1e-5
+        assert row["ours_max_abs_difference"] < 1e-5
+        assert row["ours_dynamic_batch"] == "yes"
+        assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
+    assert onnx["builtin_ops"].startswith("1×LSTM")  # ONNX's own operator
+    assert onnx["ours_ops"].startswith("1×Loop")
+    assert litert["ours_ops"].startswith("1×WHILE")
+    assert litert["builtin_dynamic_batch"].startswith("fails")
+    table = (tmp_path / "export.md").read_text()
+    assert table.count("\n") == len(rows) + 2

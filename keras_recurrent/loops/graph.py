@@ -17,7 +17,8 @@ shape changes, ``tf.concat``) instead of a ``TensorArray``: tf2onnx turns it
 into an ONNX ``Loop``, and TFLite into a ``WHILE`` of builtin ops, with the
 batch size left dynamic. Copying the outputs at each step costs
 ``O(time**2)``, which is why this loop runs only inside
-:func:`keras_recurrent.exporting`. TensorFlow differentiates it by itself.
+:func:`keras_recurrent.exporting`, and carries the outputs only for a layer
+with ``return_sequences``. TensorFlow differentiates it by itself.
 """
 
 import tensorflow as tf
@@ -44,21 +45,24 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     states = [tf.cast(s, cell.variable_dtype) for s in initial_state]
     steps = tf.shape(xs)[0]
 
-    def body(t, states, hs):
+    def body(t, states, *hs):
         h_in = recurrent_input(states[0], recurrent_dropout_mask, cell.compute_dtype)
         new = update(xs[t], tf.matmul(h_in, kernel), h_in, states, extra)
         new = portable.keep_masked(None if masks is None else masks[t], new, states)
-        return t + 1, new, tf.concat([hs, new[0][None]], 0)
+        return t + 1, new, *(tf.concat([h, new[0][None]], 0) for h in hs)
 
-    no_steps = tf.zeros(tf.concat([[0], tf.shape(states[0])], 0), states[0].dtype)
-    _, final, hs = tf.while_loop(
+    hs, invariants = (), ()
+    if layer.return_sequences:
+        shape = tf.concat([[0], tf.shape(states[0])], 0)
+        hs = (tf.zeros(shape, states[0].dtype),)
+        invariants = (tf.TensorShape([None]).concatenate(states[0].shape),)
+    _, final, *hs = tf.while_loop(
         lambda t, *_: t < steps,
         body,
-        (0, states, no_steps),
-        shape_invariants=(
-            tf.TensorShape([]),
-            [s.shape for s in states],
-            tf.TensorShape([None]).concatenate(states[0].shape),
-        ),
+        (0, states, *hs),
+        shape_invariants=(tf.TensorShape([]), [s.shape for s in states], *invariants),
     )
+    # Without return_sequences Keras reads only the last output: the loop
+    # then carries no outputs, and returns the last one alone as the sequence.
+    hs = hs[0] if hs else final[0][None]
     return portable.finish(layer, hs, final, masks)

@@ -1,0 +1,62 @@
+"""The export loop (``keras_recurrent.loops.graph``: a plain
+``tf.while_loop``, traced inside ``keras_recurrent.exporting()``) gives
+Keras's numbers: outputs, final states and gradients, traced by
+``tf.function`` with the batch and time axes unknown, with and without
+``return_sequences``, masks and ``go_backwards``.
+"""
+
+import keras
+import pytest
+from helpers import PAIRS, assert_all_close, layer_pair, random_inputs, random_states
+from helpers import mask_array as _mask_array
+
+import keras_recurrent as kr
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the export loop is TensorFlow's; other backends export their loops",
+)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"mask": "arbitrary", "go_backwards": True}],
+    ids=["plain", "masked_backwards"],
+)
+def test_outputs_states_and_gradients_match_builtin(name, return_sequences, options):
+    import tensorflow as tf
+
+    options = dict(options)
+    mask = _mask_array(options.pop("mask", None))
+    ours, builtin = layer_pair(
+        name, return_sequences=return_sequences, return_state=True, **options
+    )
+    x = random_inputs()
+    states = random_states(name)
+    unknown = tf.TensorSpec((None, None, x.shape[-1]))
+    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
+    masks = [] if mask is None else [mask]
+    mask_specs = [tf.TensorSpec((None, None), tf.bool) for _ in masks]
+
+    def traced(layer):
+        @tf.function(input_signature=[unknown, state_specs, *mask_specs])
+        def run(x, states, *mask):
+            with tf.GradientTape() as tape:
+                tape.watch([x, *states])
+                outputs = layer(
+                    x, initial_state=list(states), mask=next(iter(mask), None)
+                )
+                loss = sum(tf.reduce_sum(o**2) for o in outputs)
+            sources = [x, *states, *layer.trainable_variables]
+            return outputs, tape.gradient(loss, sources)
+
+        return run
+
+    with kr.exporting():
+        assert ours.loop_for() == "graph"
+        ours_outputs, ours_gradients = traced(ours)(x, states, *masks)
+    builtin_outputs, builtin_gradients = traced(builtin)(x, states, *masks)
+    assert_all_close(ours_outputs, builtin_outputs)
+    assert_all_close(ours_gradients, builtin_gradients)

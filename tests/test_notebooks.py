@@ -33,8 +33,8 @@ def _files_under(directory):
     return sorted(p.relative_to(directory) for p in directory.rglob("*"))
 
 
-def test_there_are_five_notebooks():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_six_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS] == [f"0{n}_" for n in range(1, 7)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

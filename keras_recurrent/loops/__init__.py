@@ -10,7 +10,9 @@ Every loop implements one protocol, in a module of its own:
 - ``recurrence(layer, sequences, initial_state, mask,
   recurrent_dropout_mask) -> (last_output, outputs, states)``: the call, for
   batch-major ``sequences`` after input dropout, with ``outputs`` of shape
-  ``(batch, time, units)``.
+  ``(batch, time, units)`` (``graph`` gives only the last step,
+  ``(batch, 1, units)``, to a layer without ``return_sequences``, whose
+  outputs Keras never reads).
 
 :func:`run` asks the current backend's fast paths in turn (``tensorflow``:
 the loop compiled by XLA with its own backward pass; ``torch``: PyTorch's

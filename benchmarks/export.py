@@ -40,12 +40,12 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks import rnn
 
 FORMATS = ("onnx", "litert")
+SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}
 # The operators that run a whole sequence, in ONNX and in TFLite.
 SEQUENCE_OPS = {
     "LSTM",
@@ -123,9 +123,8 @@ def litert_artifact(path):
 def export(keras, kr, model, fmt, folder, side, batch=None):
     """Exports ``model`` to ``folder`` in ``fmt`` (ours inside
     ``exporting()``); with ``batch``, the batch size fixed. Returns the path."""
-    path = str(Path(folder) / f"{side}{'' if batch is None else batch}.{fmt}")
-    if fmt == "litert":
-        path = path.removesuffix(".litert") + ".tflite"
+    name = f"{side}{'' if batch is None else batch}{SUFFIXES[fmt]}"
+    path = str(Path(folder) / name)
     signature = None
     if batch is not None:
         spec = keras.InputSpec(
@@ -136,6 +135,14 @@ def export(keras, kr, model, fmt, folder, side, batch=None):
     with block, contextlib.redirect_stdout(io.StringIO()):
         model.export(path, format=fmt, verbose=False, input_signature=signature)
     return path
+
+
+def served(keras, kr, model, fmt, folder, side, x, batch=None):
+    """``(path, run, operator counts, run(x))`` of ``model`` exported by
+    :func:`export` and loaded in its runtime."""
+    path = export(keras, kr, model, fmt, folder, side, batch)
+    run, ops = (onnx_artifact if fmt == "onnx" else litert_artifact)(path)
+    return path, run, ops, run(x)
 
 
 def describe(ops):
@@ -153,16 +160,11 @@ def bench_layer(keras, kr, np, layer, size, fmt, repeats, warmup, folder):
     runs = {}
     for side, model in (("builtin", builtin), ("ours", ours)):
         expected = model.predict(x, verbose=0)
-        load = onnx_artifact if fmt == "onnx" else litert_artifact
         try:
-            path = export(keras, kr, model, fmt, folder, side)
-            run, ops = load(path)
-            y = run(x)
+            path, run, ops, y = served(keras, kr, model, fmt, folder, side, x)
         except Exception as error:  # the built-in's TFLite with a dynamic batch
             row[f"{side}_dynamic_batch"] = f"fails: {type(error).__name__}"
-            path = export(keras, kr, model, fmt, folder, side, batch=batch)
-            run, ops = load(path)
-            y = run(x)
+            path, run, ops, y = served(keras, kr, model, fmt, folder, side, x, batch)
         else:
             row[f"{side}_dynamic_batch"] = "yes"
         row[f"{side}_kib"] = os.path.getsize(path) / 1024
@@ -175,9 +177,7 @@ def bench_layer(keras, kr, np, layer, size, fmt, repeats, warmup, folder):
     times = {side: [] for side in runs}
     for _ in range(repeats):
         for side, run in runs.items():
-            start = time.perf_counter()
-            run(x)
-            times[side].append(time.perf_counter() - start)
+            times[side].append(rnn.time_call(lambda run=run: run(x)))
     for side, seconds in times.items():
         row[f"{side}_ms"] = 1000 * statistics.median(seconds)
     row["ratio"] = row["builtin_ms"] / row["ours_ms"]

@@ -8,7 +8,7 @@ For every layer of ``benchmarks.rnn`` (the variants against the built-in
 LSTM), the built-in model and ours (``Input((steps, features))``, the layer,
 a Dense head; the built-in's weights copied into ours) are exported on
 TensorFlow with ``model.export``, ours inside
-:func:`keras_recurrent.exporting`:
+:func:`keras_recurrent.exporting` for that format:
 
 - ``format="onnx"`` (tf2onnx), served by onnxruntime;
 - ``format="litert"``, served by the TFLite interpreter. Ours keeps the
@@ -122,7 +122,7 @@ def litert_artifact(path):
 
 def export(keras, kr, model, fmt, folder, side, batch=None):
     """Exports ``model`` to ``folder`` in ``fmt`` (ours inside
-    ``exporting()``); with ``batch``, the batch size fixed. Returns the path."""
+    ``exporting(fmt)``); with ``batch``, the batch size fixed. Returns the path."""
     name = f"{side}{'' if batch is None else batch}{SUFFIXES[fmt]}"
     path = str(Path(folder) / name)
     signature = None
@@ -131,7 +131,7 @@ def export(keras, kr, model, fmt, folder, side, batch=None):
             shape=(batch, *model.inputs[0].shape[1:]), dtype="float32"
         )
         signature = [spec]
-    block = kr.exporting() if side == "ours" else contextlib.nullcontext()
+    block = kr.exporting(fmt) if side == "ours" else contextlib.nullcontext()
     with block, contextlib.redirect_stdout(io.StringIO()):
         model.export(path, format=fmt, verbose=False, input_signature=signature)
     return path

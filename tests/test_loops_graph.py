@@ -2,7 +2,9 @@
 ``tf.while_loop``, traced inside ``keras_recurrent.exporting()``) gives
 Keras's numbers: outputs, final states and gradients, traced by
 ``tf.function`` with the batch and time axes unknown, with and without
-``return_sequences``, masks and ``go_backwards``.
+``return_sequences``, masks and ``go_backwards``; and inside
+``exporting("onnx")``, where the unmasked plain LSTM and GRU run the steps
+that tf2onnx converts to ONNX's operators.
 """
 
 import keras
@@ -19,13 +21,16 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize("export_format", [None, "onnx"])
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
 @pytest.mark.parametrize(
     "options",
     [{}, {"mask": "arbitrary", "go_backwards": True}],
     ids=["plain", "masked_backwards"],
 )
-def test_outputs_states_and_gradients_match_builtin(name, return_sequences, options):
+def test_outputs_states_and_gradients_match_builtin(
+    name, export_format, return_sequences, options
+):
     import tensorflow as tf
 
     options = dict(options)
@@ -54,7 +59,7 @@ def test_outputs_states_and_gradients_match_builtin(name, return_sequences, opti
 
         return run
 
-    with kr.exporting():
+    with kr.exporting(export_format):
         assert ours.loop_for() == "graph"
         ours_outputs, ours_gradients = traced(ours)(x, states, *masks)
     builtin_outputs, builtin_gradients = traced(builtin)(x, states, *masks)

@@ -16,14 +16,29 @@ a tensor that grows by one time step per iteration (a loop variable whose
 shape changes, ``tf.concat``) instead of a ``TensorArray``: tf2onnx turns it
 into an ONNX ``Loop``, and TFLite into a ``WHILE`` of builtin ops, with the
 batch size left dynamic. Copying the outputs at each step costs
-``O(time**2)``, which is why this loop runs only inside
-:func:`keras_recurrent.exporting`, and carries the outputs only for a layer
-with ``return_sequences``. TensorFlow differentiates it by itself.
+``O(time**2)``, so the loop carries them only for a layer with
+``return_sequences``.
+
+Inside ``exporting("onnx")``, a cell that claims the plain LSTM's or the
+GRU's equations (its :class:`~keras_recurrent._cell.FusedKernel` is
+``"lstm"`` or ``"gru"``), called without a mask and in one dtype, runs a
+step written as Keras 2's layers wrote theirs, over tensor lists, which
+tf2onnx recognises and converts to ONNX's own ``LSTM`` or ``GRU`` operator
+(with ``linear_before_reset=1``) instead of a ``Loop``. The step computes the
+claimed equations, as every other loop does. Its lists are made from whole
+tensors (``TensorListFromTensor``), which TFLite lowers with a dynamic batch
+where it cannot lower a ``TensorListReserve``; but TFLite copies the list of
+outputs at every step, which made an LSTM at 32/100/32/128 nine times
+slower there than the other loop. Hence the format.
+
+This loop runs only inside :func:`keras_recurrent.exporting`. TensorFlow
+differentiates it by itself.
 """
 
 import tensorflow as tf
 
-from keras_recurrent._cell import recurrent_input
+from keras_recurrent import loops
+from keras_recurrent._cell import claimed_kernel, recurrent_input
 from keras_recurrent.loops import portable
 
 NAME = "graph"
@@ -35,14 +50,90 @@ def serves(layer, mask, recurrent_dropout_mask):
     return not layer.unroll
 
 
+def _lstm_step(kernel, recurrent_kernel, bias):
+    """The ``"lstm"`` step, as tf2onnx's ``lstm_tf2_rewriter`` matches it:
+    the operations and their operands' order are what it looks for."""
+    if bias is None:
+        bias = tf.zeros(kernel.shape[-1:], kernel.dtype)
+
+    def step(x_t, states):
+        h, c = states
+        z = tf.nn.bias_add(
+            tf.matmul(x_t, kernel) + tf.matmul(h, recurrent_kernel), bias
+        )
+        i, f, g, o = tf.split(z, 4, axis=1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        return [tf.sigmoid(o) * tf.tanh(c), c]
+
+    return step
+
+
+def _gru_step(kernel, recurrent_kernel, bias):
+    """The ``"gru"`` step, as tf2onnx's ``gru_tf2_rewriter`` matches it
+    (Keras 2's GRU with ``reset_after=True``)."""
+    if bias is None:
+        bias = tf.zeros((2, kernel.shape[-1]), kernel.dtype)
+    # Sliced here, so that the step reads each bias as a loop input.
+    input_bias, recurrent_bias = bias[0], bias[1]
+
+    def step(x_t, states):
+        (h,) = states
+        x_z, x_r, x_h = tf.split(
+            tf.nn.bias_add(tf.matmul(x_t, kernel), input_bias), 3, axis=1
+        )
+        r_z, r_r, r_h = tf.split(
+            tf.nn.bias_add(tf.matmul(h, recurrent_kernel), recurrent_bias), 3, axis=1
+        )
+        z = tf.sigmoid(x_z + r_z)
+        r = tf.sigmoid(x_r + r_r)
+        return [z * h + (1.0 - z) * tf.tanh(x_h + r * r_h)]
+
+    return step
+
+
+#: The steps tf2onnx converts to ONNX's operators, by FusedKernel name.
+_ONNX_STEPS = {"lstm": _lstm_step, "gru": _gru_step}
+
+
+def _onnx_step(cell, masks, recurrent_dropout_mask):
+    """The step of :data:`_ONNX_STEPS` that computes this call, or None."""
+    claim = claimed_kernel(cell)
+    if (
+        loops.export_format() != "onnx"
+        or claim is None
+        or claim.name not in _ONNX_STEPS
+        or masks is not None
+        or recurrent_dropout_mask is not None
+        or cell.compute_dtype != cell.variable_dtype
+    ):
+        return None
+    return _ONNX_STEPS[claim.name](*claim.weights())
+
+
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     """:func:`keras_recurrent.loops.portable.recurrence`, as a
-    ``tf.while_loop`` without tensor lists."""
+    ``tf.while_loop``."""
     cell = layer.cell
     xs, masks = portable.time_major(layer, sequences, mask)
+    states = [tf.cast(s, cell.variable_dtype) for s in initial_state]
+    onnx_step = _onnx_step(cell, masks, recurrent_dropout_mask)
+    if onnx_step is not None:
+        hs, final = _onnx_loop(onnx_step, xs, states)
+    else:
+        hs, final = _loop(layer, xs, masks, states, recurrent_dropout_mask)
+    # Without return_sequences Keras reads only the last output: the loops
+    # then return the last one alone as the sequence.
+    hs = hs if layer.return_sequences else final[0][None]
+    return portable.finish(layer, hs, final, masks)
+
+
+def _loop(layer, xs, masks, states, recurrent_dropout_mask):
+    """``(hs, final_states)`` by the cell's own step, the outputs carried as a
+    tensor that grows by one step per iteration (``tf.concat``; ``hs`` None
+    without ``return_sequences``)."""
+    cell = layer.cell
     xs = cell.project_inputs(xs)
     kernel, update, extra = cell.step_parts(cell.step_weights())
-    states = [tf.cast(s, cell.variable_dtype) for s in initial_state]
     steps = tf.shape(xs)[0]
 
     def body(t, states, *hs):
@@ -62,7 +153,27 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
         (0, states, *hs),
         shape_invariants=(tf.TensorShape([]), [s.shape for s in states], *invariants),
     )
-    # Without return_sequences Keras reads only the last output: the loop
-    # then carries no outputs, and returns the last one alone as the sequence.
-    hs = hs[0] if hs else final[0][None]
-    return portable.finish(layer, hs, final, masks)
+    return (hs[0] if hs else None), final
+
+
+def _onnx_loop(step, xs, states):
+    """``(hs, final_states)`` by one of :data:`_ONNX_STEPS`, reading and
+    writing the time steps through tensor lists, as tf2onnx expects. The
+    lists are made from tensors (``TensorListFromTensor``), which TFLite
+    lowers with a dynamic batch; tf2onnx converts the whole loop to one
+    operator, and keeps no list."""
+    steps = tf.shape(xs)[0]
+    inputs = tf.TensorArray(xs.dtype, size=steps, element_shape=xs.shape[1:])
+    inputs = inputs.unstack(xs)
+    outputs = tf.TensorArray(states[0].dtype, size=steps, element_shape=states[0].shape)
+    zeros = tf.zeros(tf.concat([[steps], tf.shape(states[0])], 0), states[0].dtype)
+    outputs = outputs.unstack(zeros)
+
+    def body(t, states, outputs):
+        new = step(inputs.read(t), states)
+        return t + 1, new, outputs.write(t, new[0])
+
+    _, final, outputs = tf.while_loop(
+        lambda t, *_: t < steps, body, (0, states, outputs)
+    )
+    return outputs.stack(), final

@@ -8,8 +8,8 @@ is imported.
 import keras
 
 from keras_recurrent import data, diagnostics, interop
+from keras_recurrent._exporting import exporting
 from keras_recurrent.gru import GRU, GRUCell
-from keras_recurrent.loops import exporting
 from keras_recurrent.lstm import LSTM, LSTMCell
 from keras_recurrent.simple_rnn import SimpleRNN, SimpleRNNCell
 

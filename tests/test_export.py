@@ -186,3 +186,32 @@ def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path, export_format)
         assert ops.count("Loop") == 3
     else:
         assert ops.count("Loop") == 5  # one per layer
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
+@pytest.mark.parametrize(
+    "layer, operator",
+    [
+        (lambda: kr.LSTM(5, use_peepholes=False, use_bias=False), "LSTM"),
+        (lambda: kr.GRU(5, use_bias=False), "GRU"),
+    ],
+    ids=["lstm", "gru"],
+)
+def test_onnx_operator_without_bias_matches_predict(layer, operator, tmp_path):
+    """Without ``use_bias`` the ONNX steps add a zero bias: still ONNX's
+    own operator, with predict's numbers."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    inputs = keras.Input((TIME, FEATURES))
+    model = keras.Model(inputs, layer()(inputs))
+    x = np.random.default_rng(1).normal(size=(BATCH, TIME, FEATURES))
+    x = x.astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.onnx")
+    with kr.exporting("onnx"):
+        model.export(path, format="onnx", verbose=False)
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert operator in ops and "Loop" not in ops
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])

@@ -30,71 +30,19 @@ pieces any more; its layer runs Keras's own loop over ``cell.call``
 (``keras.layers.RNN.inner_loop``), named ``"cell-call"``.
 """
 
-import contextlib
-
 import keras
 
+from keras_recurrent import _exporting
 from keras_recurrent._cell import runs_step_parts
 from keras_recurrent.loops import portable
 
 CELL_CALL = "cell-call"
 
-_export_formats = []  # the format of each open exporting() block, innermost last
-
-#: What ``exporting(format=...)`` accepts (None: any converter).
-EXPORT_FORMATS = (None, "onnx", "litert", "tf_saved_model")
-
-
-@contextlib.contextmanager
-def exporting(format=None):
-    """Traces the layers for export to another format while the block runs.
-
-    On TensorFlow the layers traced inside the block (by ``model.export``,
-    ``tf.function`` or a converter) run the ``"graph"`` loop, a plain
-    ``tf.while_loop`` that tf2onnx converts to an ONNX ``Loop`` and the
-    TFLite converter to a ``WHILE`` of builtin ops, with a dynamic batch
-    size; outside it they run the XLA-compiled loop, which a SavedModel
-    serves as it is but those converters cannot read. Only traces made
-    inside the block change: a function traced before it (a model's
-    ``predict`` function, say) keeps its loop. On JAX and PyTorch it changes
-    nothing: their exporters read the loops as they are.
-
-    Args:
-        format: the format the traces are for, as ``model.export`` names
-            it. With ``"onnx"``, an unmasked plain LSTM or GRU (one whose
-            cell computes PyTorch's and ONNX's equations) traces its step as
-            tf2onnx recognises it, and becomes ONNX's own ``LSTM`` or
-            ``GRU`` operator instead of a ``Loop``. That loop writes its
-            outputs to a tensor list, which TFLite runs several times more
-            slowly: the other formats (and ``None``) keep the loop that
-            serves every converter.
-
-    Example:
-
-    >>> with keras_recurrent.exporting("onnx"):
-    ...     model.export("model.onnx", format="onnx")
-    """
-    if format not in EXPORT_FORMATS:
-        raise ValueError(
-            f"`format` must be one of {EXPORT_FORMATS}. Received: format={format!r}"
-        )
-    _export_formats.append(format)
-    try:
-        yield
-    finally:
-        _export_formats.pop()
-
-
-def export_format():
-    """The ``format`` of the innermost open :func:`exporting` block (None
-    also when no block is open)."""
-    return _export_formats[-1] if _export_formats else None
-
 
 def _fast_paths():
     """The fast paths of the current backend, in the order they are asked."""
     backend = keras.config.backend()
-    if backend == "tensorflow" and _export_formats:
+    if backend == "tensorflow" and _exporting.active():
         from keras_recurrent.loops import graph
 
         return (graph,)

@@ -215,3 +215,35 @@ def test_onnx_operator_without_bias_matches_predict(layer, operator, tmp_path):
     session = ort.InferenceSession(path)
     name = session.get_inputs()[0].name
     _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite converts TF graphs")
+def test_tflite_with_fixed_batch_keeps_the_loop_and_no_state(tmp_path):
+    """With a fixed batch TFLite's converter could fuse a marked LSTM into
+    ``UNIDIRECTIONAL_SEQUENCE_LSTM``, which carries its final states into
+    the next invoke. No layer is marked: a stack of plain LSTMs stays a
+    loop, and every invoke reproduces ``predict``."""
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    inputs = keras.Input((TIME, FEATURES), batch_size=BATCH)
+    x = kr.LSTM(5, use_peepholes=False, return_sequences=True)(inputs)
+    model = keras.Model(inputs, kr.LSTM(4, use_peepholes=False)(x))
+    x = np.random.default_rng(5).normal(size=(BATCH, TIME, FEATURES))
+    x = x.astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.tflite")
+    with kr.exporting("litert"):
+        model.export(path, format="litert", verbose=False)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_path=path)
+    assert "WHILE" in text.getvalue()
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in text.getvalue()
+    serve = tf.lite.Interpreter(model_path=path).get_signature_runner()
+    (name,) = serve.get_input_details()
+    for _ in range(2):
+        (actual,) = serve(**{name: x}).values()
+        assert_all_close(actual, expected, atol=1e-5)

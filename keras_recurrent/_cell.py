@@ -139,6 +139,20 @@ class StepCell:
     #: read through :func:`declared`.
     step_from_config = False
 
+    def __setattr__(self, name, value):
+        # Keras's cells make a SeedGenerator whatever their dropout; without
+        # dropout none is read, and its uint32 state would be a variable of
+        # every model, which TFLite's converter refuses (on JAX, where the
+        # SavedModel carries every variable). See _skip_seed_without_dropout().
+        if name == "seed_generator" and getattr(self, "_skip_seed", False):
+            value = None
+        super().__setattr__(name, value)
+
+    def _skip_seed_without_dropout(self, dropout, recurrent_dropout):
+        """Called before Keras's ``__init__`` with the cell's dropout rates:
+        without dropout the cell keeps no SeedGenerator."""
+        object.__setattr__(self, "_skip_seed", not (dropout or recurrent_dropout))
+
     def call(self, inputs, states, training=False):
         shape = _ops.shape_of(inputs)
         if len(shape) != 2 or _ops.dims_differ(shape[-1], self.kernel.shape[0]):

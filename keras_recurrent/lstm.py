@@ -176,6 +176,7 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         **kwargs,
     ):
         check_arguments(locals())
+        self._skip_seed_without_dropout(dropout, recurrent_dropout)
         _check_projection_clip(projection_clip, projection_units)
         super().__init__(
             int(units),  # a NumPy integer would fail Keras's state_size checks

@@ -94,6 +94,7 @@ class SimpleRNNCell(StepCell, keras.layers.SimpleRNNCell):
         **kwargs,
     ):
         check_arguments(locals())
+        self._skip_seed_without_dropout(dropout, recurrent_dropout)
         super().__init__(
             int(units),  # a NumPy integer would fail Keras's state_size checks
             activation=activation,

@@ -417,3 +417,26 @@ def test_dropout_active_in_training(name):
         keras.ops.convert_to_numpy(ours(x, training=False)[0]),
         atol=1e-3,
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "rates", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3)], ids=["none", "input", "recurrent"]
+)
+def test_only_dropout_keeps_a_seed_state(name, rates):
+    """Keras's cells keep a SeedGenerator (a variable, uint32 on JAX)
+    whatever their dropout; ours keep one only when they draw masks, so that
+    a model without dropout holds its weights alone (TFLite's converter
+    refuses a uint32 variable). The built-in keeps it in every case."""
+    dropout, recurrent_dropout = rates
+    ours, builtin = _new_layers(
+        name, dropout=dropout, recurrent_dropout=recurrent_dropout
+    )
+    for layer in (ours, builtin):
+        layer(random_inputs())
+
+    def seeds(layer):
+        return [v.name for v in layer.variables].count("seed_generator_state")
+
+    assert seeds(ours) == (1 if dropout or recurrent_dropout else 0)
+    assert seeds(builtin) == 1

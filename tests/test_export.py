@@ -139,6 +139,30 @@ def test_tflite_with_dynamic_batch_matches_predict(model, tmp_path, route):
     _check(run, inputs, expected)
 
 
+@pytest.mark.skipif(
+    BACKEND != "jax", reason="the SavedModel Keras writes through jax2tf"
+)
+def test_tflite_from_the_jax_saved_model_matches_predict(model, tmp_path):
+    """Keras refuses ``format="litert"`` on JAX; TFLite's converter reads the
+    jax2tf SavedModel, whose variables are the layers' weights alone (a cell
+    without dropout keeps no seed state, whose uint32 TFLite refuses)."""
+    tf = pytest.importorskip("tensorflow")
+    model, inputs, expected = model
+    model.export(str(tmp_path / "saved"), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    for detail in interpreter.get_input_details():
+        assert detail["shape_signature"][0] == -1  # the batch stays dynamic
+    serve = interpreter.get_signature_runner("serving_default")
+    names = sorted(serve.get_input_details())
+
+    def run(xs):
+        outputs = serve(**dict(zip(names, xs)))
+        return [outputs[name] for name in sorted(outputs)]
+
+    _check(run, inputs, expected)
+
+
 # What Keras's ONNX export converts with on each backend.
 ONNX_CONVERTER = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnx"}
 

@@ -130,5 +130,10 @@ def finish(layer, hs, states, masks):
             # output is the carried state, since output == states[0].
             keep = ops.cumsum(ops.cast(masks, "int32"), axis=0) > 0
         outputs = ops.where(keep, hs, ops.zeros_like(hs))
-        last = ops.where(keep[-1], last, ops.zeros_like(last))
+        # keep[-1], as a reduction: JAX indexes by a gather, which TFLite
+        # cannot convert with a dynamic batch.
+        steps = ops.shape(keep)[0]
+        at_last = ops.reshape(ops.arange(steps) == steps - 1, (-1, 1, 1))
+        keep_last = ops.any(ops.logical_and(keep, at_last), axis=0)
+        last = ops.where(keep_last, last, ops.zeros_like(last))
     return last, ops.transpose(outputs, (1, 0, 2)), list(states)

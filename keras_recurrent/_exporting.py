@@ -32,10 +32,12 @@ def exporting(format=None):
             it. With ``"onnx"``, an unmasked plain LSTM or GRU (one whose
             cell computes PyTorch's and ONNX's equations) traces its step as
             tf2onnx recognises it, and becomes ONNX's own ``LSTM`` or
-            ``GRU`` operator instead of a ``Loop``. That loop writes its
-            outputs to a tensor list, which TFLite runs several times more
-            slowly: the other formats (and ``None``) keep the loop that
-            serves every converter.
+            ``GRU`` operator instead of a ``Loop``, and an unmasked LSTM with
+            peepholes that does not return its states becomes ONNX's
+            ``LSTM`` with its ``P`` input. The step tf2onnx recognises
+            writes its outputs to a tensor list, which TFLite runs several
+            times more slowly: the other formats (and ``None``) keep the
+            loop that serves every converter.
 
     Example:
 

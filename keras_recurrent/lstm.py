@@ -360,7 +360,9 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         )
 
     def _peephole_weights(self):
-        peepholes = [ops.convert_to_tensor(getattr(self, n)) for n in _PEEPHOLES]
+        # .value: on TensorFlow convert_to_tensor keeps a Keras variable,
+        # which ops.stack cannot read.
+        peepholes = [ops.convert_to_tensor(getattr(self, n).value) for n in _PEEPHOLES]
         return (*self.layer_weights(), ops.stack(peepholes))
 
     def step_parts(self, weights, recurrent_activation=None):

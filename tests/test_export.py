@@ -212,6 +212,68 @@ def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path, export_format)
         assert ops.count("Loop") == 5  # one per layer
 
 
+PEEPHOLE_MODELS = {
+    "sequences": lambda x: kr.LSTM(5, return_sequences=True)(x),
+    "last": lambda x: kr.LSTM(5)(x),
+    "backwards": lambda x: kr.LSTM(5, go_backwards=True)(x),
+    "no-bias": lambda x: kr.LSTM(5, use_bias=False)(x),
+    "bidirectional": lambda x: keras.layers.Bidirectional(
+        kr.LSTM(5, return_sequences=True)
+    )(x),
+    "stacked": lambda x: kr.LSTM(4)(kr.LSTM(5, return_sequences=True)(x)),
+}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
+@pytest.mark.parametrize("kind", list(PEEPHOLE_MODELS))
+def test_onnx_peephole_lstm_is_onnx_lstm_with_peepholes(kind, tmp_path):
+    """Inside ``exporting("onnx")`` the peephole LSTM (the default) becomes
+    ONNX's ``LSTM`` with its ``P`` input, served by onnxruntime with predict's
+    numbers at two batch sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    inputs = keras.Input((TIME, FEATURES))
+    model = keras.Model(inputs, PEEPHOLE_MODELS[kind](inputs))
+    rng = np.random.default_rng(6)
+    for weight in model.weights:  # peepholes and biases away from zero
+        weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.onnx")
+    with kr.exporting("onnx"):
+        model.export(path, format="onnx", verbose=False)
+    graph = onnx.load(path).graph
+    lstms = [node for node in graph.node if node.op_type == "LSTM"]
+    assert len(lstms) == (2 if kind in ("bidirectional", "stacked") else 1)
+    assert "Loop" not in [node.op_type for node in graph.node]
+    for node in lstms:
+        assert len(node.input) == 8 and node.input[7]  # P, the peepholes
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
+def test_onnx_peephole_lstm_returning_states_stays_a_loop(tmp_path):
+    """ONNX's ``LSTM`` gives the last cell state, but the layer's states are
+    read whole only through ``return_state``: that layer stays a loop."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    inputs = keras.Input((TIME, FEATURES))
+    model = keras.Model(inputs, kr.LSTM(5, return_state=True)(inputs))
+    x = np.random.default_rng(7).normal(size=(BATCH, TIME, FEATURES))
+    x = x.astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.onnx")
+    with kr.exporting("onnx"):
+        model.export(path, format="onnx", verbose=False)
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert "Loop" in ops and "LSTM" not in ops
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    _check(lambda xs: session.run(None, {name: xs[0]}), [x], list(expected))
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
 @pytest.mark.parametrize(
     "layer, operator",

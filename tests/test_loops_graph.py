@@ -4,7 +4,8 @@ Keras's numbers: outputs, final states and gradients, traced by
 ``tf.function`` with the batch and time axes unknown, with and without
 ``return_sequences``, masks and ``go_backwards``; and inside
 ``exporting("onnx")``, where the unmasked plain LSTM and GRU run the steps
-that tf2onnx converts to ONNX's operators.
+that tf2onnx converts to ONNX's operators, and the peephole LSTM runs
+TensorFlow's ``BlockLSTMV2``.
 """
 
 import keras
@@ -65,3 +66,51 @@ def test_outputs_states_and_gradients_match_builtin(
     builtin_outputs, builtin_gradients = traced(builtin)(x, states, *masks)
     assert_all_close(ours_outputs, builtin_outputs)
     assert_all_close(ours_gradients, builtin_gradients)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+def test_onnx_peephole_lstm_matches_reference_and_compiled_gradients(
+    return_sequences, go_backwards
+):
+    """Inside ``exporting("onnx")`` the peephole LSTM runs TensorFlow's
+    ``BlockLSTMV2`` (which tf2onnx, through this package's handler, turns
+    into ONNX's ``LSTM`` with peepholes): its outputs are the NumPy
+    reference's, and its gradients, through ``BlockLSTMGradV2``, those of
+    the XLA loop that runs outside the block."""
+    import numpy as np
+    import reference
+    import tensorflow as tf
+
+    layer = kr.LSTM(4, return_sequences=return_sequences, go_backwards=go_backwards)
+    x = random_inputs()
+    layer.build(x.shape)
+    rng = np.random.default_rng(8)
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
+    layer.set_weights(weights)
+    states = random_states("lstm")
+    outputs, _, _ = reference.lstm(
+        x, weights, go_backwards=go_backwards, initial_state=states
+    )
+    expected = outputs if return_sequences else outputs[:, -1]
+    unknown = tf.TensorSpec((None, None, x.shape[-1]))
+    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
+
+    @tf.function(input_signature=[unknown, state_specs])
+    def run(x, states):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            y = layer(x, initial_state=list(states))
+            loss = tf.reduce_sum(y**2)
+        return y, tape.gradient(loss, [x, *states, *layer.trainable_variables])
+
+    with kr.exporting("onnx"):
+        assert layer.loop_for() == "graph"
+        traced = run.get_concrete_function()
+        y, gradients = traced(tf.constant(x), [tf.constant(s) for s in states])
+    ops = {op.type for op in traced.graph.get_operations()}
+    assert "BlockLSTMV2" in ops and "BlockLSTMGradV2" in ops
+    assert_all_close(y, expected)
+    run_compiled = tf.function(run.python_function)  # traced outside the block
+    _, compiled_gradients = run_compiled(x, states)
+    assert_all_close(gradients, compiled_gradients)

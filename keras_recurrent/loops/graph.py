@@ -31,8 +31,16 @@ where it cannot lower a ``TensorListReserve``; but TFLite copies the list of
 outputs at every step, which made an LSTM at 32/100/32/128 seven times
 slower there than the other loop (49 ms against 6.6 ms). Hence the format.
 
+tf2onnx has no pattern for an LSTM with peepholes. Inside
+``exporting("onnx")`` a peephole LSTM (``"lstm_peephole"``, unmasked,
+float32, its states not returned) runs TensorFlow's ``BlockLSTMV2``
+instead, which computes the same equations in one operation; a tf2onnx
+handler registered here converts that operation, and only when this module
+made it, to ONNX's ``LSTM`` with its ``P`` input.
+
 This loop runs only inside :func:`keras_recurrent.exporting`. TensorFlow
-differentiates it by itself.
+differentiates it by itself, except ``BlockLSTMV2``, whose gradient is
+given here.
 """
 
 import tensorflow as tf
@@ -110,6 +118,169 @@ def _onnx_step(cell, masks, recurrent_dropout_mask):
     return _ONNX_STEPS[claim.name](*claim.weights())
 
 
+def _onnx_peephole_lstm(layer, masks, recurrent_dropout_mask):
+    """Whether this call, inside ``exporting("onnx")``, is a peephole LSTM
+    that :func:`_block_lstm` computes and ONNX's ``LSTM`` with its ``P``
+    input expresses: unmasked, one dtype (float32), and no states read after
+    the call (ONNX gives the last cell state, not every step's)."""
+    cell = layer.cell
+    claim = claimed_kernel(cell)
+    return (
+        export_format() == "onnx"
+        and claim is not None
+        and claim.name == "lstm_peephole"
+        and masks is None
+        and recurrent_dropout_mask is None
+        and cell.compute_dtype == cell.variable_dtype == "float32"
+        and not layer.return_state
+        and not layer.stateful
+        and _register_block_lstm_handler()
+    )
+
+
+#: The name scope of the BlockLSTMV2 operations this module makes, which the
+#: tf2onnx handler converts (it refuses any other BlockLSTMV2).
+_BLOCK_SCOPE = "keras_recurrent_peephole_lstm"
+
+
+def _block_lstm(cell, xs, states):
+    """``(hs, [h, c])`` of a peephole LSTM by TensorFlow's ``BlockLSTMV2``
+    (the gates i, f, c, o in Keras's order over ``[x, h] @ [kernel;
+    recurrent_kernel]``, Gers' peepholes, no clip), which the tf2onnx handler
+    :func:`_register_block_lstm_handler` converts to ONNX's ``LSTM``. Its
+    gradient is ``BlockLSTMGradV2``'s: the one TensorFlow registers for the
+    operation is V1's, which reads another gate order."""
+    kernel, recurrent_kernel, bias, peepholes = claimed_kernel(cell).weights()
+    weights = tf.concat([kernel, recurrent_kernel], 0)
+    if bias is None:
+        bias = tf.zeros(kernel.shape[-1:], kernel.dtype)
+    wci, wcf, wco = tf.unstack(peepholes)
+
+    @tf.custom_gradient
+    def block(x, h0, c0, w, wci, wcf, wco, b):
+        steps = tf.cast(tf.shape(x)[0], tf.int64)
+        inputs = dict(
+            seq_len_max=steps,
+            x=x,
+            cs_prev=c0,
+            h_prev=h0,
+            w=w,
+            wci=wci,
+            wcf=wcf,
+            wco=wco,
+            b=b,
+        )
+        with tf.name_scope(_BLOCK_SCOPE):
+            i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(
+                **inputs, cell_clip=0.0, use_peephole=True
+            )
+
+        def gradient(dh, dc):
+            dcs = tf.concat([tf.zeros_like(cs[:-1]), dc[None]], 0)
+            dx, dc0, dh0, *rest = tf.raw_ops.BlockLSTMGradV2(
+                **inputs,
+                i=i,
+                cs=cs,
+                f=f,
+                o=o,
+                ci=ci,
+                co=co,
+                h=h,
+                cs_grad=dcs,
+                h_grad=dh,
+                use_peephole=True,
+            )
+            return [dx, dh0, dc0, *rest]  # in block's order: h0 before c0
+
+        return (h, cs[-1]), gradient
+
+    hs, c = block(xs, *states, weights, wci, wcf, wco, bias)
+    return hs, [hs[-1], c]
+
+
+_handler_registered = []
+
+
+def _register_block_lstm_handler():
+    """Registers, once, the tf2onnx handler that turns :func:`_block_lstm`'s
+    operation into ONNX's ``LSTM`` with its ``P`` input; False when tf2onnx
+    is not installed (the layer then exports as a loop)."""
+    if _handler_registered:
+        return True
+    try:
+        import numpy as np
+        from tf2onnx import utils
+        from tf2onnx.graph_builder import GraphBuilder
+        from tf2onnx.handler import tf_op
+    except ImportError:
+        return False
+
+    def onnx_gates(blocks):
+        """Keras's gate order i, f, c, o to ONNX's i, o, f, c."""
+        i, f, c, o = np.split(blocks, 4, axis=0)
+        return np.concatenate([i, o, f, c], axis=0)
+
+    @tf_op("BlockLSTMV2")
+    class BlockLSTMV2:  # noqa: F841 (registered by the decorator)
+        @classmethod
+        def version_7(cls, ctx, node, **kwargs):
+            utils.make_sure(
+                _BLOCK_SCOPE in node.name,
+                "BlockLSTMV2 is converted only as keras_recurrent makes it",
+            )
+            _, x, c0, h0, w, wci, wcf, wco, b = node.input
+            values = {}
+            for name in (w, wci, wcf, wco, b):
+                utils.make_sure(
+                    ctx.is_const(name), "BlockLSTMV2 needs constant weights"
+                )
+                values[name] = ctx.get_tensor_value(name, as_list=False)
+            units = values[wci].shape[0]
+            features = values[w].shape[0] - units
+            kernel = onnx_gates(values[w][:features].T)[None]
+            recurrent = onnx_gates(values[w][features:].T)[None]
+            bias = np.concatenate([onnx_gates(values[b]), np.zeros_like(values[b])])
+            peepholes = np.concatenate([values[wci], values[wco], values[wcf]])
+            # Only h (output 6) and the last step of cs (output 1) are read.
+            for unread in (0, 2, 3, 4, 5):
+                utils.make_sure(
+                    not ctx.find_output_consumers(node.output[unread]),
+                    "BlockLSTMV2's gates have no ONNX counterpart",
+                )
+            h_output, c_output = node.output[6], node.output[1]
+            builder = GraphBuilder(ctx)
+            initial = [
+                builder.make_unsqueeze({"data": state, "axes": [0]})
+                for state in (h0, c0)
+            ]
+            constants = [
+                ctx.make_const(utils.make_name(f"{node.name}_{part}"), value).output[0]
+                for part, value in (
+                    ("W", kernel),
+                    ("R", recurrent),
+                    ("B", bias[None]),
+                    ("P", peepholes[None]),
+                )
+            ]
+            W, R, B, P = constants
+            ctx.remove_node(node.name)
+            lstm = ctx.make_node(
+                "LSTM",
+                [x, W, R, B, "", *initial, P],
+                attr={"hidden_size": units, "direction": "forward"},
+                output_count=3,
+            )
+            builder.make_squeeze(
+                {"data": lstm.output[0], "axes": [1], "outputs": [h_output]}
+            )
+            # ONNX gives the last cell state alone: a one-step "sequence",
+            # whose last step is what the graph reads.
+            ctx.make_node("Identity", [lstm.output[2]], outputs=[c_output])
+
+    _handler_registered.append(BlockLSTMV2)
+    return True
+
+
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     """:func:`keras_recurrent.loops.portable.recurrence`, as a
     ``tf.while_loop``."""
@@ -117,7 +288,9 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     xs, masks = portable.time_major(layer, sequences, mask)
     states = [tf.cast(s, cell.variable_dtype) for s in initial_state]
     onnx_step = _onnx_step(cell, masks, recurrent_dropout_mask)
-    if onnx_step is not None:
+    if _onnx_peephole_lstm(layer, masks, recurrent_dropout_mask):
+        hs, final = _block_lstm(cell, xs, states)
+    elif onnx_step is not None:
         hs, final = _onnx_loop(onnx_step, xs, states)
     else:
         hs, final = _loop(layer, xs, masks, states, recurrent_dropout_mask)

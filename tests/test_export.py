@@ -212,6 +212,19 @@ def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path, export_format)
         assert ops.count("Loop") == 5  # one per layer
 
 
+def _onnx_export(model, tmp_path):
+    """``(graph, run)``: ``model`` exported inside ``exporting("onnx")``, its
+    ONNX graph, and ``run(xs)`` by onnxruntime on its one input."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    path = str(tmp_path / "model.onnx")
+    with kr.exporting("onnx"):
+        model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    return onnx.load(path).graph, lambda xs: session.run(None, {name: xs[0]})
+
+
 PEEPHOLE_MODELS = {
     "sequences": lambda x: kr.LSTM(5, return_sequences=True)(x),
     "last": lambda x: kr.LSTM(5)(x),
@@ -230,8 +243,6 @@ def test_onnx_peephole_lstm_is_onnx_lstm_with_peepholes(kind, tmp_path):
     """Inside ``exporting("onnx")`` the peephole LSTM (the default) becomes
     ONNX's ``LSTM`` with its ``P`` input, served by onnxruntime with predict's
     numbers at two batch sizes."""
-    ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
     inputs = keras.Input((TIME, FEATURES))
     model = keras.Model(inputs, PEEPHOLE_MODELS[kind](inputs))
     rng = np.random.default_rng(6)
@@ -239,39 +250,28 @@ def test_onnx_peephole_lstm_is_onnx_lstm_with_peepholes(kind, tmp_path):
         weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
     x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     expected = model.predict(x, verbose=0)
-    path = str(tmp_path / "model.onnx")
-    with kr.exporting("onnx"):
-        model.export(path, format="onnx", verbose=False)
-    graph = onnx.load(path).graph
+    graph, run = _onnx_export(model, tmp_path)
     lstms = [node for node in graph.node if node.op_type == "LSTM"]
     assert len(lstms) == (2 if kind in ("bidirectional", "stacked") else 1)
     assert "Loop" not in [node.op_type for node in graph.node]
     for node in lstms:
         assert len(node.input) == 8 and node.input[7]  # P, the peepholes
-    session = ort.InferenceSession(path)
-    name = session.get_inputs()[0].name
-    _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
+    _check(run, [x], [expected])
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
 def test_onnx_peephole_lstm_returning_states_stays_a_loop(tmp_path):
     """ONNX's ``LSTM`` gives the last cell state, but the layer's states are
     read whole only through ``return_state``: that layer stays a loop."""
-    ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
     inputs = keras.Input((TIME, FEATURES))
     model = keras.Model(inputs, kr.LSTM(5, return_state=True)(inputs))
     x = np.random.default_rng(7).normal(size=(BATCH, TIME, FEATURES))
     x = x.astype("float32")
     expected = model.predict(x, verbose=0)
-    path = str(tmp_path / "model.onnx")
-    with kr.exporting("onnx"):
-        model.export(path, format="onnx", verbose=False)
-    ops = [node.op_type for node in onnx.load(path).graph.node]
+    graph, run = _onnx_export(model, tmp_path)
+    ops = [node.op_type for node in graph.node]
     assert "Loop" in ops and "LSTM" not in ops
-    session = ort.InferenceSession(path)
-    name = session.get_inputs()[0].name
-    _check(lambda xs: session.run(None, {name: xs[0]}), [x], list(expected))
+    _check(run, [x], list(expected))
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
@@ -286,21 +286,15 @@ def test_onnx_peephole_lstm_returning_states_stays_a_loop(tmp_path):
 def test_onnx_operator_without_bias_matches_predict(layer, operator, tmp_path):
     """Without ``use_bias`` the ONNX steps add a zero bias: still ONNX's
     own operator, with predict's numbers."""
-    ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
     inputs = keras.Input((TIME, FEATURES))
     model = keras.Model(inputs, layer()(inputs))
     x = np.random.default_rng(1).normal(size=(BATCH, TIME, FEATURES))
     x = x.astype("float32")
     expected = model.predict(x, verbose=0)
-    path = str(tmp_path / "model.onnx")
-    with kr.exporting("onnx"):
-        model.export(path, format="onnx", verbose=False)
-    ops = [node.op_type for node in onnx.load(path).graph.node]
+    graph, run = _onnx_export(model, tmp_path)
+    ops = [node.op_type for node in graph.node]
     assert operator in ops and "Loop" not in ops
-    session = ort.InferenceSession(path)
-    name = session.get_inputs()[0].name
-    _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
+    _check(run, [x], [expected])
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite converts TF graphs")

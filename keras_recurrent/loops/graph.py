@@ -221,7 +221,7 @@ def _register_block_lstm_handler():
         return np.concatenate([i, o, f, c], axis=0)
 
     @tf_op("BlockLSTMV2")
-    class BlockLSTMV2:  # noqa: F841 (registered by the decorator)
+    class BlockLSTMV2:
         @classmethod
         def version_7(cls, ctx, node, **kwargs):
             utils.make_sure(

@@ -132,8 +132,9 @@ def finish(layer, hs, states, masks):
         outputs = ops.where(keep, hs, ops.zeros_like(hs))
         # keep[-1], as a reduction: JAX indexes by a gather, which TFLite
         # cannot convert with a dynamic batch.
-        steps = ops.shape(keep)[0]
-        at_last = ops.reshape(ops.arange(steps) == steps - 1, (-1, 1, 1))
+        # (Counted, not from the shape: exporters may not know the time axis.)
+        ones = ops.ones_like(keep, "int32")
+        at_last = ops.cumsum(ones, axis=0) == ops.sum(ones, axis=0, keepdims=True)
         keep_last = ops.any(ops.logical_and(keep, at_last), axis=0)
         last = ops.where(keep_last, last, ops.zeros_like(last))
     return last, ops.transpose(outputs, (1, 0, 2)), list(states)

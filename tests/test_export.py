@@ -200,14 +200,15 @@ def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path, export_format)
             "RNN",
         ]
     elif export_format == "onnx":
-        # The unmasked plain LSTM and GRU become ONNX's own operators (see
-        # loops/graph.py); SimpleRNN, the LSTM with every option and the
+        # The unmasked SimpleRNN, plain LSTM and GRU become ONNX's own
+        # operators (see loops/graph.py); the LSTM with every option and the
         # masked GRU stay loops.
         assert sorted(op for op in ops if op in ("RNN", "LSTM", "GRU")) == [
             "GRU",
             "LSTM",
+            "RNN",
         ]
-        assert ops.count("Loop") == 3
+        assert ops.count("Loop") == 2
     else:
         assert ops.count("Loop") == 5  # one per layer
 
@@ -257,6 +258,65 @@ def test_onnx_peephole_lstm_is_onnx_lstm_with_peepholes(kind, tmp_path):
     for node in lstms:
         assert len(node.input) == 8 and node.input[7]  # P, the peepholes
     _check(run, [x], [expected])
+
+
+SIMPLE_RNN_MODELS = {
+    "sequences": lambda x: kr.SimpleRNN(5, return_sequences=True)(x),
+    "last": lambda x: kr.SimpleRNN(5)(x),
+    "relu-backwards": lambda x: kr.SimpleRNN(
+        5, activation="relu", go_backwards=True, return_sequences=True
+    )(x),
+    "states-no-bias": lambda x: kr.SimpleRNN(5, return_state=True, use_bias=False)(x),
+    "bidirectional": lambda x: keras.layers.Bidirectional(
+        kr.SimpleRNN(5, return_sequences=True)
+    )(x),
+    "stacked": lambda x: kr.SimpleRNN(4)(kr.SimpleRNN(5, return_sequences=True)(x)),
+}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
+@pytest.mark.parametrize("kind", list(SIMPLE_RNN_MODELS))
+def test_onnx_simple_rnn_is_onnx_rnn(kind, tmp_path):
+    """Inside ``exporting("onnx")`` the SimpleRNN becomes ONNX's ``RNN`` with
+    its activation, served by onnxruntime with predict's numbers (outputs and
+    states) at two batch sizes."""
+    inputs = keras.Input((TIME, FEATURES))
+    outputs = SIMPLE_RNN_MODELS[kind](inputs)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(5)
+    for weight in model.weights:  # biases away from zero
+        weight.assign(rng.normal(size=weight.shape).astype("float32") * 0.5)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    graph, run = _onnx_export(model, tmp_path)
+    rnns = [node for node in graph.node if node.op_type == "RNN"]
+    assert len(rnns) == (2 if kind in ("bidirectional", "stacked") else 1)
+    assert "Loop" not in [node.op_type for node in graph.node]
+    activation = b"Relu" if kind.startswith("relu") else b"Tanh"
+    for node in rnns:
+        (attribute,) = [a for a in node.attribute if a.name == "activations"]
+        assert list(attribute.strings) == [activation]
+    _check(run, [x], list(expected) if isinstance(expected, tuple) else [expected])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
+def test_onnx_handler_converts_no_other_function_call(tmp_path, caplog):
+    """The handler that converts the SimpleRNN's call converts no other
+    function call: outside ``exporting()`` the XLA loop's call is refused by
+    name, and the file is one onnxruntime refuses, never an ``RNN``."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    inputs = keras.Input((TIME, FEATURES))
+    model = keras.Model(inputs, kr.SimpleRNN(5)(inputs))
+    model.predict(np.zeros((BATCH, TIME, FEATURES), "float32"), verbose=0)
+    with kr.exporting("onnx"):  # registers the handler
+        model.export(str(tmp_path / "inside.onnx"), format="onnx", verbose=False)
+    path = str(tmp_path / "outside.onnx")
+    model.export(path, format="onnx", verbose=False)
+    assert "only the SimpleRNN calls keras_recurrent makes" in caplog.text
+    assert "RNN" not in [node.op_type for node in onnx.load(path).graph.node]
+    with pytest.raises(Exception, match="INVALID_GRAPH"):
+        ort.InferenceSession(path)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")

@@ -114,3 +114,65 @@ def test_onnx_peephole_lstm_matches_reference_and_compiled_gradients(
     run_compiled = tf.function(run.python_function)  # traced outside the block
     _, compiled_gradients = run_compiled(x, states)
     assert_all_close(gradients, compiled_gradients)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
+def test_onnx_simple_rnn_is_one_call_matching_reference_and_compiled_gradients(
+    activation, return_sequences, go_backwards
+):
+    """Inside ``exporting("onnx")`` the SimpleRNN runs as one call of a
+    function named for its equations (which tf2onnx, through this package's
+    handler, turns into ONNX's ``RNN``): its outputs and final state are the
+    NumPy reference's, and its gradients those of the XLA loop that runs
+    outside the block."""
+    import numpy as np
+    import reference
+    import tensorflow as tf
+
+    layer = kr.SimpleRNN(
+        4,
+        activation=activation,
+        return_sequences=return_sequences,
+        return_state=True,
+        go_backwards=go_backwards,
+    )
+    x = random_inputs()
+    layer.build(x.shape)
+    rng = np.random.default_rng(9)
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
+    layer.set_weights(weights)
+    states = random_states("simple_rnn")
+    phi = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0.0))
+    outputs, (h,) = reference.run(
+        lambda x_t, s: reference.simple_rnn_step(x_t, s, weights, activation=phi),
+        x,
+        states,
+        go_backwards=go_backwards,
+    )
+    expected = [outputs if return_sequences else outputs[:, -1], h]
+    unknown = tf.TensorSpec((None, None, x.shape[-1]))
+    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
+
+    @tf.function(input_signature=[unknown, state_specs])
+    def run(x, states):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            y = layer(x, initial_state=list(states))
+            loss = sum(tf.reduce_sum(o**2) for o in y)
+        return y, tape.gradient(loss, [x, *states, *layer.trainable_variables])
+
+    with kr.exporting("onnx"):
+        traced = run.get_concrete_function()
+        y, gradients = traced(tf.constant(x), [tf.constant(s) for s in states])
+    calls = [
+        op.get_attr("f").name
+        for op in traced.graph.get_operations()
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+    ]
+    assert [f"keras_recurrent_rnn_{activation}" in name for name in calls] == [True]
+    assert_all_close(y, expected)
+    run_compiled = tf.function(run.python_function)  # traced outside the block
+    _, compiled_gradients = run_compiled(x, states)
+    assert_all_close(gradients, compiled_gradients)

@@ -38,9 +38,16 @@ instead, which computes the same equations in one operation; a tf2onnx
 handler registered here converts that operation, and only when this module
 made it, to ONNX's ``LSTM`` with its ``P`` input.
 
+Nor has it one for a SimpleRNN. Inside ``exporting("onnx")`` a SimpleRNN
+(``"rnn_tanh"`` or ``"rnn_relu"``, unmasked, float32) runs as a call of a
+function named for its equations and compiled by XLA, which TensorFlow
+therefore never inlines: the very reason the XLA loop cannot be converted.
+A tf2onnx handler registered here converts the call, and only a call of
+such a function, to ONNX's ``RNN``.
+
 This loop runs only inside :func:`keras_recurrent.exporting`. TensorFlow
-differentiates it by itself, except ``BlockLSTMV2``, whose gradient is
-given here.
+differentiates it by itself, except ``BlockLSTMV2`` and the SimpleRNN's
+function, whose gradients are given here.
 """
 
 import tensorflow as tf
@@ -134,8 +141,85 @@ def _onnx_peephole_lstm(layer, masks, recurrent_dropout_mask):
         and cell.compute_dtype == cell.variable_dtype == "float32"
         and not layer.return_state
         and not layer.stateful
-        and _register_block_lstm_handler()
+        and _register_onnx_handlers()
     )
+
+
+def _onnx_simple_rnn(cell, masks, recurrent_dropout_mask):
+    """The claimed ``"rnn_tanh"`` or ``"rnn_relu"`` kernel of this call, if
+    it is, inside ``exporting("onnx")``, a SimpleRNN that ONNX's ``RNN``
+    computes (unmasked, float32), or None."""
+    claim = claimed_kernel(cell)
+    if (
+        export_format() == "onnx"
+        and claim is not None
+        and claim.name in _RNN_FUNCTIONS
+        and masks is None
+        and recurrent_dropout_mask is None
+        and cell.compute_dtype == cell.variable_dtype == "float32"
+        and _register_onnx_handlers()
+    ):
+        return claim
+    return None
+
+
+def _rnn_function(name, activation):
+    """The SimpleRNN over time-major ``x``, ``(x, kernel, recurrent_kernel,
+    bias, h0) -> (hs, h)``, as a call of an XLA-compiled function named
+    ``keras_recurrent_<name>``, which stays a call in the traced graph. Its
+    gradient is the same loop's outside XLA, recomputed: XLA cannot hand
+    the loop's tensor lists of steps over to TensorFlow's gradient."""
+
+    def loop(x, kernel, recurrent_kernel, bias, h0):
+        steps = tf.shape(x)[0]
+
+        def body(t, h, hs):
+            h = activation(
+                tf.matmul(x[t], kernel) + tf.matmul(h, recurrent_kernel) + bias
+            )
+            return t + 1, h, hs.write(t, h)
+
+        hs = tf.TensorArray(h0.dtype, size=steps, element_shape=h0.shape)
+        _, h, hs = tf.while_loop(lambda t, *_: t < steps, body, (0, h0, hs))
+        return hs.stack(), h
+
+    loop.__name__ = loop.__qualname__ = f"{_RNN_PREFIX}{name}"
+    compiled = tf.function(loop, jit_compile=True, autograph=False)
+
+    @tf.custom_gradient
+    def call(*inputs):
+        def gradient(dhs, dh):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                outputs = loop(*inputs)
+            return tape.gradient(outputs, inputs, output_gradients=[dhs, dh])
+
+        return compiled(*inputs), gradient
+
+    return call
+
+
+#: The start of the names of the functions the tf2onnx handler converts (it
+#: refuses a call of any other function).
+_RNN_PREFIX = "keras_recurrent_"
+
+#: The SimpleRNN functions, by FusedKernel name, with ONNX's activation.
+_RNN_FUNCTIONS = {
+    "rnn_tanh": (_rnn_function("rnn_tanh", tf.tanh), "Tanh"),
+    "rnn_relu": (_rnn_function("rnn_relu", tf.nn.relu), "Relu"),
+}
+
+
+def _simple_rnn(claim, xs, states):
+    """``(hs, [h])`` by the function of :data:`_RNN_FUNCTIONS` for
+    ``claim``, which the tf2onnx handler converts to ONNX's ``RNN``."""
+    kernel, recurrent_kernel, bias = claim.weights()
+    if bias is None:
+        bias = tf.zeros(kernel.shape[-1:], kernel.dtype)
+    function, _ = _RNN_FUNCTIONS[claim.name]
+    inputs = (xs, kernel, recurrent_kernel, bias, states[0])
+    hs, h = function(*(tf.convert_to_tensor(x) for x in inputs))
+    return hs, [h]
 
 
 #: The name scope of the BlockLSTMV2 operations this module makes, which the
@@ -147,7 +231,7 @@ def _block_lstm(cell, xs, states):
     """``(hs, [h, c])`` of a peephole LSTM by TensorFlow's ``BlockLSTMV2``
     (the gates i, f, c, o in Keras's order over ``[x, h] @ [kernel;
     recurrent_kernel]``, Gers' peepholes, no clip), which the tf2onnx handler
-    :func:`_register_block_lstm_handler` converts to ONNX's ``LSTM``. Its
+    :func:`_register_onnx_handlers` converts to ONNX's ``LSTM``. Its
     gradient is ``BlockLSTMGradV2``'s: the one TensorFlow registers for the
     operation is V1's, which reads another gate order."""
     kernel, recurrent_kernel, bias, peepholes = claimed_kernel(cell).weights()
@@ -198,14 +282,15 @@ def _block_lstm(cell, xs, states):
     return hs, [hs[-1], c]
 
 
-_handler_registered = []
+_handlers_registered = []
 
 
-def _register_block_lstm_handler():
-    """Registers, once, the tf2onnx handler that turns :func:`_block_lstm`'s
-    operation into ONNX's ``LSTM`` with its ``P`` input; False when tf2onnx
-    is not installed (the layer then exports as a loop)."""
-    if _handler_registered:
+def _register_onnx_handlers():
+    """Registers, once, the tf2onnx handlers that turn :func:`_block_lstm`'s
+    operation into ONNX's ``LSTM`` with its ``P`` input and
+    :func:`_simple_rnn`'s call into ONNX's ``RNN``; False when tf2onnx is
+    not installed (the layers then export as loops)."""
+    if _handlers_registered:
         return True
     try:
         import numpy as np
@@ -219,6 +304,13 @@ def _register_block_lstm_handler():
         """Keras's gate order i, f, c, o to ONNX's i, o, f, c."""
         i, f, c, o = np.split(blocks, 4, axis=0)
         return np.concatenate([i, o, f, c], axis=0)
+
+    def constants(ctx, node, named):
+        """The ONNX constants ``{part: value}``, named after ``node``."""
+        return [
+            ctx.make_const(utils.make_name(f"{node.name}_{part}"), value).output[0]
+            for part, value in named.items()
+        ]
 
     @tf_op("BlockLSTMV2")
     class BlockLSTMV2:
@@ -253,16 +345,11 @@ def _register_block_lstm_handler():
                 builder.make_unsqueeze({"data": state, "axes": [0]})
                 for state in (h0, c0)
             ]
-            constants = [
-                ctx.make_const(utils.make_name(f"{node.name}_{part}"), value).output[0]
-                for part, value in (
-                    ("W", kernel),
-                    ("R", recurrent),
-                    ("B", bias[None]),
-                    ("P", peepholes[None]),
-                )
-            ]
-            W, R, B, P = constants
+            W, R, B, P = constants(
+                ctx,
+                node,
+                {"W": kernel, "R": recurrent, "B": bias[None], "P": peepholes[None]},
+            )
             ctx.remove_node(node.name)
             lstm = ctx.make_node(
                 "LSTM",
@@ -277,7 +364,64 @@ def _register_block_lstm_handler():
             # whose last step is what the graph reads.
             ctx.make_node("Identity", [lstm.output[2]], outputs=[c_output])
 
-    _handler_registered.append(BlockLSTMV2)
+    activations = {
+        f"{_RNN_PREFIX}{name}": onnx for name, (_, onnx) in _RNN_FUNCTIONS.items()
+    }
+
+    @tf_op(["PartitionedCall", "StatefulPartitionedCall"])
+    class Call:
+        @classmethod
+        def version_7(cls, ctx, node, **kwargs):
+            function = node.get_attr_str("f")
+            names = [name for name in activations if name in function]
+            utils.make_sure(
+                len(names) == 1,
+                "TensorFlow's %s of %s is not supported: only the SimpleRNN "
+                "calls keras_recurrent makes inside exporting('onnx') are",
+                node.type,
+                function,
+            )
+            x, kernel, recurrent, bias, h0 = node.input
+            values = {}
+            for name in (kernel, recurrent, bias):
+                utils.make_sure(
+                    ctx.is_const(name), "the SimpleRNN needs constant weights"
+                )
+                values[name] = ctx.get_tensor_value(name, as_list=False)
+            units = values[bias].shape[0]
+            W, R, B = constants(
+                ctx,
+                node,
+                {
+                    "W": values[kernel].T[None],
+                    "R": values[recurrent].T[None],
+                    "B": np.concatenate([values[bias], np.zeros_like(values[bias])])[
+                        None
+                    ],
+                },
+            )
+            hs_output, h_output = node.output
+            builder = GraphBuilder(ctx)
+            initial = builder.make_unsqueeze({"data": h0, "axes": [0]})
+            ctx.remove_node(node.name)
+            rnn = ctx.make_node(
+                "RNN",
+                [x, W, R, B, "", initial],
+                attr={
+                    "hidden_size": units,
+                    "direction": "forward",
+                    "activations": [activations[names[0]]],
+                },
+                output_count=2,
+            )
+            builder.make_squeeze(
+                {"data": rnn.output[0], "axes": [1], "outputs": [hs_output]}
+            )
+            builder.make_squeeze(
+                {"data": rnn.output[1], "axes": [0], "outputs": [h_output]}
+            )
+
+    _handlers_registered.extend([BlockLSTMV2, Call])
     return True
 
 
@@ -288,8 +432,11 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
     xs, masks = portable.time_major(layer, sequences, mask)
     states = [tf.cast(s, cell.variable_dtype) for s in initial_state]
     onnx_step = _onnx_step(cell, masks, recurrent_dropout_mask)
+    simple_rnn = _onnx_simple_rnn(cell, masks, recurrent_dropout_mask)
     if _onnx_peephole_lstm(layer, masks, recurrent_dropout_mask):
         hs, final = _block_lstm(cell, xs, states)
+    elif simple_rnn is not None:
+        hs, final = _simple_rnn(simple_rnn, xs, states)
     elif onnx_step is not None:
         hs, final = _onnx_loop(onnx_step, xs, states)
     else:

@@ -22,7 +22,9 @@ def exporting(format=None):
     ``tf.while_loop`` that tf2onnx converts to an ONNX ``Loop`` and the
     TFLite converter to a ``WHILE`` of builtin ops, with a dynamic batch
     size; outside it they run the XLA-compiled loop, which a SavedModel
-    serves as it is but those converters cannot read. Only traces made
+    serves as it is, tf2onnx converts to a ``Loop`` only through a handler
+    of this package that inlines its call, and the TFLite converter reads
+    with a fixed batch size only. Only traces made
     inside the block change: a function traced before it (a model's
     ``predict`` function, say) keeps its loop. On JAX and PyTorch it changes
     nothing: their exporters read the loops as they are.
@@ -32,9 +34,10 @@ def exporting(format=None):
             it. With ``"onnx"``, an unmasked plain LSTM or GRU (one whose
             cell computes PyTorch's and ONNX's equations) traces its step as
             tf2onnx recognises it, and becomes ONNX's own ``LSTM`` or
-            ``GRU`` operator instead of a ``Loop``, and an unmasked LSTM with
+            ``GRU`` operator instead of a ``Loop``, an unmasked LSTM with
             peepholes that does not return its states becomes ONNX's
-            ``LSTM`` with its ``P`` input. The step tf2onnx recognises
+            ``LSTM`` with its ``P`` input, and an unmasked SimpleRNN
+            ONNX's ``RNN``. The step tf2onnx recognises
             writes its outputs to a tensor list, which TFLite runs several
             times more slowly: the other formats (and ``None``) keep the
             loop that serves every converter.

@@ -10,6 +10,7 @@ clipping, projection and layer norm included) next to a masked GRU
 slow, so the model is built once and each artifact written once.
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -167,8 +168,9 @@ def test_tflite_from_the_jax_saved_model_matches_predict(model, tmp_path):
 ONNX_CONVERTER = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnx"}
 
 
-# exporting("onnx") changes the loops on TensorFlow only.
-ONNX_FORMATS = [None, "onnx"] if BACKEND == "tensorflow" else [None]
+# exporting() changes the loops on TensorFlow only; "plain" is an export
+# outside it, the XLA loop's call inlined by the package's tf2onnx handler.
+ONNX_FORMATS = ["plain", None, "onnx"] if BACKEND == "tensorflow" else ["plain"]
 
 
 @pytest.mark.parametrize("export_format", ONNX_FORMATS)
@@ -181,7 +183,11 @@ def test_onnx_with_dynamic_batch_matches_predict(model, tmp_path, export_format)
     # unless it is given the input signature.
     signature = [model.inputs] if BACKEND == "jax" else None
     path = str(tmp_path / "model.onnx")
-    with kr.exporting(export_format):
+    with (
+        contextlib.nullcontext()
+        if export_format == "plain"
+        else kr.exporting(export_format)
+    ):
         model.export(path, format="onnx", verbose=False, input_signature=signature)
     session = ort.InferenceSession(path)
     names = [source.name for source in session.get_inputs()]
@@ -299,24 +305,30 @@ def test_onnx_simple_rnn_is_onnx_rnn(kind, tmp_path):
     _check(run, [x], list(expected) if isinstance(expected, tuple) else [expected])
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
-def test_onnx_handler_converts_no_other_function_call(tmp_path, caplog):
-    """The handler that converts the SimpleRNN's call converts no other
-    function call: outside ``exporting()`` the XLA loop's call is refused by
-    name, and the file is one onnxruntime refuses, never an ``RNN``."""
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf2onnx converts TF graphs")
+def test_onnx_plain_export_inlines_every_compiled_call(tmp_path):
+    """Outside ``exporting()`` the XLA loop is a call that TensorFlow does not
+    inline, and so is any function a user compiles with XLA: the package's
+    tf2onnx handler inlines both (an ONNX ``Loop``, no ``RNN``), served by
+    onnxruntime with predict's numbers at two batch sizes."""
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
+    tf = pytest.importorskip("tensorflow")
+    scale = tf.function(lambda x: 2.0 * tf.tanh(x) - x, jit_compile=True)
     inputs = keras.Input((TIME, FEATURES))
-    model = keras.Model(inputs, kr.SimpleRNN(5)(inputs))
-    model.predict(np.zeros((BATCH, TIME, FEATURES), "float32"), verbose=0)
-    with kr.exporting("onnx"):  # registers the handler
-        model.export(str(tmp_path / "inside.onnx"), format="onnx", verbose=False)
-    path = str(tmp_path / "outside.onnx")
+    rnn = kr.SimpleRNN(5, return_sequences=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(scale)(rnn))
+    x = np.random.default_rng(8).normal(size=(BATCH, TIME, FEATURES))
+    x = x.astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.onnx")
     model.export(path, format="onnx", verbose=False)
-    assert "only the SimpleRNN calls keras_recurrent makes" in caplog.text
-    assert "RNN" not in [node.op_type for node in onnx.load(path).graph.node]
-    with pytest.raises(Exception, match="INVALID_GRAPH"):
-        ort.InferenceSession(path)
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert ops.count("Loop") == 1
+    assert "RNN" not in ops
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")

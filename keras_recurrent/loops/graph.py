@@ -1,12 +1,14 @@
 """TensorFlow only: the time loop as a plain ``tf.while_loop``, for export.
 
 The XLA loop (``keras_recurrent.loops.tensorflow``) is a function call that
-TensorFlow runs compiled. A SavedModel keeps it, and serves it; but the
-converters to other formats cannot read it:
+TensorFlow runs compiled. A SavedModel keeps it, and serves it; the
+converters to other formats read it less well:
 
-- tf2onnx inlines the function calls of the graph it converts, and
-  TensorFlow never inlines a function marked for XLA compilation, so the
-  ONNX file keeps a ``PartitionedCall`` that ONNX does not have;
+- tf2onnx inlines the function calls of the graph it converts, but
+  TensorFlow never inlines a function marked for XLA compilation, and ONNX
+  has no ``PartitionedCall``. A tf2onnx handler of this package
+  (``keras_recurrent.loops.tf2onnx_handlers``) inlines such a call, so that
+  a plain ``model.export(format="onnx")`` gives one ONNX ``Loop`` per layer;
 - the TFLite converter reads the function, but its ``TensorArray`` of
   states becomes a ``TensorListReserve``, which it can lower only with a
   static element shape, that is with a fixed batch size.
@@ -35,15 +37,14 @@ tf2onnx has no pattern for an LSTM with peepholes. Inside
 ``exporting("onnx")`` a peephole LSTM (``"lstm_peephole"``, unmasked,
 float32, its states not returned) runs TensorFlow's ``BlockLSTMV2``
 instead, which computes the same equations in one operation; a tf2onnx
-handler registered here converts that operation, and only when this module
+handler of this package converts that operation, and only when this module
 made it, to ONNX's ``LSTM`` with its ``P`` input.
 
 Nor has it one for a SimpleRNN. Inside ``exporting("onnx")`` a SimpleRNN
 (``"rnn_tanh"`` or ``"rnn_relu"``, unmasked, float32) runs as a call of a
 function named for its equations and compiled by XLA, which TensorFlow
-therefore never inlines: the very reason the XLA loop cannot be converted.
-A tf2onnx handler registered here converts the call, and only a call of
-such a function, to ONNX's ``RNN``.
+therefore never inlines; the handler that inlines the XLA loop's call
+converts the call of such a function to ONNX's ``RNN`` instead.
 
 This loop runs only inside :func:`keras_recurrent.exporting`. TensorFlow
 differentiates it by itself, except ``BlockLSTMV2`` and the SimpleRNN's
@@ -55,6 +56,11 @@ import tensorflow as tf
 from keras_recurrent._cell import claimed_kernel, recurrent_input
 from keras_recurrent._exporting import export_format
 from keras_recurrent.loops import portable
+from keras_recurrent.loops.tf2onnx_handlers import (
+    BLOCK_SCOPE,
+    register,
+    rnn_function_name,
+)
 
 NAME = "graph"
 
@@ -141,7 +147,7 @@ def _onnx_peephole_lstm(layer, masks, recurrent_dropout_mask):
         and cell.compute_dtype == cell.variable_dtype == "float32"
         and not layer.return_state
         and not layer.stateful
-        and _register_onnx_handlers()
+        and register()
     )
 
 
@@ -157,7 +163,7 @@ def _onnx_simple_rnn(cell, masks, recurrent_dropout_mask):
         and masks is None
         and recurrent_dropout_mask is None
         and cell.compute_dtype == cell.variable_dtype == "float32"
-        and _register_onnx_handlers()
+        and register()
     ):
         return claim
     return None
@@ -183,7 +189,7 @@ def _rnn_function(name, activation):
         _, h, hs = tf.while_loop(lambda t, *_: t < steps, body, (0, h0, hs))
         return hs.stack(), h
 
-    loop.__name__ = loop.__qualname__ = f"{_RNN_PREFIX}{name}"
+    loop.__name__ = loop.__qualname__ = rnn_function_name(name)
     compiled = tf.function(loop, jit_compile=True, autograph=False)
 
     @tf.custom_gradient
@@ -199,14 +205,10 @@ def _rnn_function(name, activation):
     return call
 
 
-#: The start of the names of the functions the tf2onnx handler converts (it
-#: refuses a call of any other function).
-_RNN_PREFIX = "keras_recurrent_"
-
-#: The SimpleRNN functions, by FusedKernel name, with ONNX's activation.
+#: The SimpleRNN functions, by FusedKernel name.
 _RNN_FUNCTIONS = {
-    "rnn_tanh": (_rnn_function("rnn_tanh", tf.tanh), "Tanh"),
-    "rnn_relu": (_rnn_function("rnn_relu", tf.nn.relu), "Relu"),
+    "rnn_tanh": _rnn_function("rnn_tanh", tf.tanh),
+    "rnn_relu": _rnn_function("rnn_relu", tf.nn.relu),
 }
 
 
@@ -216,23 +218,18 @@ def _simple_rnn(claim, xs, states):
     kernel, recurrent_kernel, bias = claim.weights()
     if bias is None:
         bias = tf.zeros(kernel.shape[-1:], kernel.dtype)
-    function, _ = _RNN_FUNCTIONS[claim.name]
+    function = _RNN_FUNCTIONS[claim.name]
     inputs = (xs, kernel, recurrent_kernel, bias, states[0])
     hs, h = function(*(tf.convert_to_tensor(x) for x in inputs))
     return hs, [h]
 
 
-#: The name scope of the BlockLSTMV2 operations this module makes, which the
-#: tf2onnx handler converts (it refuses any other BlockLSTMV2).
-_BLOCK_SCOPE = "keras_recurrent_peephole_lstm"
-
-
 def _block_lstm(cell, xs, states):
     """``(hs, [h, c])`` of a peephole LSTM by TensorFlow's ``BlockLSTMV2``
     (the gates i, f, c, o in Keras's order over ``[x, h] @ [kernel;
-    recurrent_kernel]``, Gers' peepholes, no clip), which the tf2onnx handler
-    :func:`_register_onnx_handlers` converts to ONNX's ``LSTM``. Its
-    gradient is ``BlockLSTMGradV2``'s: the one TensorFlow registers for the
+    recurrent_kernel]``, Gers' peepholes, no clip), which a tf2onnx handler
+    (``keras_recurrent.loops.tf2onnx_handlers``) converts to ONNX's ``LSTM``.
+    Its gradient is ``BlockLSTMGradV2``'s: the one TensorFlow registers for the
     operation is V1's, which reads another gate order."""
     kernel, recurrent_kernel, bias, peepholes = claimed_kernel(cell).weights()
     weights = tf.concat([kernel, recurrent_kernel], 0)
@@ -254,7 +251,7 @@ def _block_lstm(cell, xs, states):
             wco=wco,
             b=b,
         )
-        with tf.name_scope(_BLOCK_SCOPE):
+        with tf.name_scope(BLOCK_SCOPE):
             i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(
                 **inputs, cell_clip=0.0, use_peephole=True
             )
@@ -280,149 +277,6 @@ def _block_lstm(cell, xs, states):
 
     hs, c = block(xs, *states, weights, wci, wcf, wco, bias)
     return hs, [hs[-1], c]
-
-
-_handlers_registered = []
-
-
-def _register_onnx_handlers():
-    """Registers, once, the tf2onnx handlers that turn :func:`_block_lstm`'s
-    operation into ONNX's ``LSTM`` with its ``P`` input and
-    :func:`_simple_rnn`'s call into ONNX's ``RNN``; False when tf2onnx is
-    not installed (the layers then export as loops)."""
-    if _handlers_registered:
-        return True
-    try:
-        import numpy as np
-        from tf2onnx import utils
-        from tf2onnx.graph_builder import GraphBuilder
-        from tf2onnx.handler import tf_op
-    except ImportError:
-        return False
-
-    def onnx_gates(blocks):
-        """Keras's gate order i, f, c, o to ONNX's i, o, f, c."""
-        i, f, c, o = np.split(blocks, 4, axis=0)
-        return np.concatenate([i, o, f, c], axis=0)
-
-    def constants(ctx, node, named):
-        """The ONNX constants ``{part: value}``, named after ``node``."""
-        return [
-            ctx.make_const(utils.make_name(f"{node.name}_{part}"), value).output[0]
-            for part, value in named.items()
-        ]
-
-    @tf_op("BlockLSTMV2")
-    class BlockLSTMV2:
-        @classmethod
-        def version_7(cls, ctx, node, **kwargs):
-            utils.make_sure(
-                _BLOCK_SCOPE in node.name,
-                "BlockLSTMV2 is converted only as keras_recurrent makes it",
-            )
-            _, x, c0, h0, w, wci, wcf, wco, b = node.input
-            values = {}
-            for name in (w, wci, wcf, wco, b):
-                utils.make_sure(
-                    ctx.is_const(name), "BlockLSTMV2 needs constant weights"
-                )
-                values[name] = ctx.get_tensor_value(name, as_list=False)
-            units = values[wci].shape[0]
-            features = values[w].shape[0] - units
-            kernel = onnx_gates(values[w][:features].T)[None]
-            recurrent = onnx_gates(values[w][features:].T)[None]
-            bias = np.concatenate([onnx_gates(values[b]), np.zeros_like(values[b])])
-            peepholes = np.concatenate([values[wci], values[wco], values[wcf]])
-            # Only h (output 6) and the last step of cs (output 1) are read.
-            for unread in (0, 2, 3, 4, 5):
-                utils.make_sure(
-                    not ctx.find_output_consumers(node.output[unread]),
-                    "BlockLSTMV2's gates have no ONNX counterpart",
-                )
-            h_output, c_output = node.output[6], node.output[1]
-            builder = GraphBuilder(ctx)
-            initial = [
-                builder.make_unsqueeze({"data": state, "axes": [0]})
-                for state in (h0, c0)
-            ]
-            W, R, B, P = constants(
-                ctx,
-                node,
-                {"W": kernel, "R": recurrent, "B": bias[None], "P": peepholes[None]},
-            )
-            ctx.remove_node(node.name)
-            lstm = ctx.make_node(
-                "LSTM",
-                [x, W, R, B, "", *initial, P],
-                attr={"hidden_size": units, "direction": "forward"},
-                output_count=3,
-            )
-            builder.make_squeeze(
-                {"data": lstm.output[0], "axes": [1], "outputs": [h_output]}
-            )
-            # ONNX gives the last cell state alone: a one-step "sequence",
-            # whose last step is what the graph reads.
-            ctx.make_node("Identity", [lstm.output[2]], outputs=[c_output])
-
-    activations = {
-        f"{_RNN_PREFIX}{name}": onnx for name, (_, onnx) in _RNN_FUNCTIONS.items()
-    }
-
-    @tf_op(["PartitionedCall", "StatefulPartitionedCall"])
-    class Call:
-        @classmethod
-        def version_7(cls, ctx, node, **kwargs):
-            function = node.get_attr_str("f")
-            names = [name for name in activations if name in function]
-            utils.make_sure(
-                len(names) == 1,
-                "TensorFlow's %s of %s is not supported: only the SimpleRNN "
-                "calls keras_recurrent makes inside exporting('onnx') are",
-                node.type,
-                function,
-            )
-            x, kernel, recurrent, bias, h0 = node.input
-            values = {}
-            for name in (kernel, recurrent, bias):
-                utils.make_sure(
-                    ctx.is_const(name), "the SimpleRNN needs constant weights"
-                )
-                values[name] = ctx.get_tensor_value(name, as_list=False)
-            units = values[bias].shape[0]
-            W, R, B = constants(
-                ctx,
-                node,
-                {
-                    "W": values[kernel].T[None],
-                    "R": values[recurrent].T[None],
-                    "B": np.concatenate([values[bias], np.zeros_like(values[bias])])[
-                        None
-                    ],
-                },
-            )
-            hs_output, h_output = node.output
-            builder = GraphBuilder(ctx)
-            initial = builder.make_unsqueeze({"data": h0, "axes": [0]})
-            ctx.remove_node(node.name)
-            rnn = ctx.make_node(
-                "RNN",
-                [x, W, R, B, "", initial],
-                attr={
-                    "hidden_size": units,
-                    "direction": "forward",
-                    "activations": [activations[names[0]]],
-                },
-                output_count=2,
-            )
-            builder.make_squeeze(
-                {"data": rnn.output[0], "axes": [1], "outputs": [hs_output]}
-            )
-            builder.make_squeeze(
-                {"data": rnn.output[1], "axes": [0], "outputs": [h_output]}
-            )
-
-    _handlers_registered.extend([BlockLSTMV2, Call])
-    return True
 
 
 def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):

@@ -48,7 +48,7 @@ from keras_recurrent._cell import (
     declared,
     recurrent_input,
 )
-from keras_recurrent.loops import portable
+from keras_recurrent.loops import portable, tf2onnx_handlers
 
 NAME = "xla"
 
@@ -393,6 +393,9 @@ def _functions(cell, has_mask, has_rec_mask):
         cache, key = _LOOPS.setdefault(cell, {}), options
     if key in cache:
         return cache[key]
+    # The loops are calls that TensorFlow never inlines: tf2onnx converts
+    # them by the handler that inlines them.
+    tf2onnx_handlers.register()
     if shared_key is not None:
         # The step is traced from a copy made from the config, which the
         # cache keeps: never from a model's own cell, which it would keep

@@ -68,6 +68,26 @@ def test_outputs_states_and_gradients_match_builtin(
     assert_all_close(ours_gradients, builtin_gradients)
 
 
+def _outputs_and_gradients(layer, x, states):
+    """A ``tf.function`` of ``(x, states)``, for any batch size and length:
+    ``layer``'s outputs, and the gradients of the sum of their squares with
+    respect to ``x``, ``states`` and the weights."""
+    import tensorflow as tf
+
+    unknown = tf.TensorSpec((None, None, x.shape[-1]))
+    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
+
+    @tf.function(input_signature=[unknown, state_specs])
+    def run(x, states):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            y = layer(x, initial_state=list(states))
+            loss = sum(tf.reduce_sum(o**2) for o in tf.nest.flatten(y))
+        return y, tape.gradient(loss, [x, *states, *layer.trainable_variables])
+
+    return run
+
+
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["sequences", "last"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forwards", "backwards"])
 def test_onnx_peephole_lstm_matches_reference_and_compiled_gradients(
@@ -93,16 +113,7 @@ def test_onnx_peephole_lstm_matches_reference_and_compiled_gradients(
         x, weights, go_backwards=go_backwards, initial_state=states
     )
     expected = outputs if return_sequences else outputs[:, -1]
-    unknown = tf.TensorSpec((None, None, x.shape[-1]))
-    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
-
-    @tf.function(input_signature=[unknown, state_specs])
-    def run(x, states):
-        with tf.GradientTape() as tape:
-            tape.watch([x, *states])
-            y = layer(x, initial_state=list(states))
-            loss = tf.reduce_sum(y**2)
-        return y, tape.gradient(loss, [x, *states, *layer.trainable_variables])
+    run = _outputs_and_gradients(layer, x, states)
 
     with kr.exporting("onnx"):
         assert layer.loop_for() == "graph"
@@ -152,16 +163,7 @@ def test_onnx_simple_rnn_is_one_call_matching_reference_and_compiled_gradients(
         go_backwards=go_backwards,
     )
     expected = [outputs if return_sequences else outputs[:, -1], h]
-    unknown = tf.TensorSpec((None, None, x.shape[-1]))
-    state_specs = [tf.TensorSpec((None, s.shape[-1])) for s in states]
-
-    @tf.function(input_signature=[unknown, state_specs])
-    def run(x, states):
-        with tf.GradientTape() as tape:
-            tape.watch([x, *states])
-            y = layer(x, initial_state=list(states))
-            loss = sum(tf.reduce_sum(o**2) for o in y)
-        return y, tape.gradient(loss, [x, *states, *layer.trainable_variables])
+    run = _outputs_and_gradients(layer, x, states)
 
     with kr.exporting("onnx"):
         traced = run.get_concrete_function()

@@ -107,10 +107,11 @@ def test_saved_model_serves_predict(model, tmp_path):
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite converts TF graphs")
-@pytest.mark.parametrize("route", ["litert", "converter"])
+@pytest.mark.parametrize("route", ["litert", "converter", "keras-model"])
 def test_tflite_with_dynamic_batch_matches_predict(model, tmp_path, route):
-    """Keras's own ``format="litert"``, and TFLite's converter on the
-    SavedModel with its default, builtin ops only."""
+    """Keras's own ``format="litert"``, and TFLite's converter, on the
+    SavedModel and on the Keras model, with its default, builtin ops
+    only."""
     import tensorflow as tf
 
     model, inputs, expected = model
@@ -118,6 +119,10 @@ def test_tflite_with_dynamic_batch_matches_predict(model, tmp_path, route):
     with kr.exporting():
         if route == "litert":
             model.export(path, format="litert", verbose=False)
+        elif route == "keras-model":
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            with open(path, "wb") as artifact:
+                artifact.write(converter.convert())
         else:
             model.export(str(tmp_path / "saved"), verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(

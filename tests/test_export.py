@@ -336,6 +336,32 @@ def test_onnx_plain_export_inlines_every_compiled_call(tmp_path):
     _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf2onnx converts TF graphs")
+def test_onnx_plain_export_runs_any_length_in_pieces(tmp_path):
+    """With the time axis unknown, the XLA loop runs the sequence in pieces
+    of ``CHUNK`` steps, the last one shorter: onnxruntime serves predict's
+    numbers at lengths of one and of three pieces, at two batch sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    from keras_recurrent.loops.tensorflow import CHUNK
+
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(VOCABULARY, FEATURES, mask_zero=True)(tokens)
+    x = kr.LSTM(4, return_sequences=True)(x)
+    model = keras.Model(tokens, kr.GRU(3, go_backwards=True)(x))
+    rng = np.random.default_rng(9)
+    cases = []
+    for length in (2 * CHUNK + 3, 5):
+        x = rng.integers(1, VOCABULARY, size=(BATCH, length)).astype("int32")
+        x[0, length // 2 :] = 0  # padding at the end of one sequence
+        cases.append((x, model.predict(x, verbose=0)))
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path)
+    name = session.get_inputs()[0].name
+    for x, expected in cases:
+        _check(lambda xs: session.run(None, {name: xs[0]}), [x], [expected])
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="exporting() changes TF loops")
 def test_onnx_peephole_lstm_returning_states_stays_a_loop(tmp_path):
     """ONNX's ``LSTM`` gives the last cell state, but the layer's states are

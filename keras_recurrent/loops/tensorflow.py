@@ -285,6 +285,15 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         )
         # The compiled function's outputs have no static batch size.
         new = [tf.ensure_shape(n, s.shape) for n, s in zip(new, states)]
+        # ``length`` rows, as the compiled function gives them: padding that
+        # TensorFlow skips (a pad of nothing forwards its input), written
+        # out for tf2onnx, whose conversion of the function keeps only the
+        # ``steps_of(p)`` rows written, and ONNX's Loop needs each piece's
+        # rows to be as many.
+        stacked = [
+            tf.pad(s, [[0, length - tf.shape(s)[0]]] + [[0, 0]] * (s.shape.rank - 1))
+            for s in stacked
+        ]
         stacks = [ta.write(p, s) for ta, s in zip(stacks, stacked)]
         return p + 1, new, starts, stacks
 

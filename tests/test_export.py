@@ -318,7 +318,8 @@ def test_onnx_plain_export_inlines_every_compiled_call(tmp_path):
     onnxruntime with predict's numbers at two batch sizes."""
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     scale = tf.function(lambda x: 2.0 * tf.tanh(x) - x, jit_compile=True)
     inputs = keras.Input((TIME, FEATURES))
     rnn = kr.SimpleRNN(5, return_sequences=True)(inputs)

@@ -58,6 +58,7 @@ from keras_recurrent._exporting import export_format
 from keras_recurrent.loops import portable
 from keras_recurrent.loops.tf2onnx_handlers import (
     BLOCK_SCOPE,
+    RNN_ACTIVATIONS,
     register,
     rnn_function_name,
 )
@@ -205,10 +206,11 @@ def _rnn_function(name, activation):
     return call
 
 
-#: The SimpleRNN functions, by FusedKernel name.
+#: The SimpleRNN functions, by FusedKernel name: one for each activation
+#: the tf2onnx handler gives ONNX's ``RNN``.
 _RNN_FUNCTIONS = {
-    "rnn_tanh": _rnn_function("rnn_tanh", tf.tanh),
-    "rnn_relu": _rnn_function("rnn_relu", tf.nn.relu),
+    name: _rnn_function(name, {"Tanh": tf.tanh, "Relu": tf.nn.relu}[onnx])
+    for name, onnx in RNN_ACTIVATIONS.items()
 }
 
 

@@ -244,6 +244,12 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
     compiled loop, which runs as many steps as the piece has, so the
     padding is never computed and the states, outputs and gradients are
     those of the whole sequence.
+
+    Backward reads each piece's saved states out of the forward loop's
+    ``TensorArray`` instead of a stacked copy of them all, and both loops
+    run at most two pieces at once (``parallel_iterations=2``): one piece's
+    input gradient alongside the next piece's recurrent backward, without
+    the intermediates of more pieces held at the same time.
     """
     forward, backward = loops
     in_weights, step_weights = weights
@@ -266,8 +272,15 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         return tf.minimum(length, steps - p * length)
 
     def lists(tensors, element=()):
+        # Kept after a read: backward may run more than once (a Jacobian,
+        # a persistent tape).
         return [
-            tf.TensorArray(t.dtype, size=count, element_shape=(*element, *t.shape))
+            tf.TensorArray(
+                t.dtype,
+                size=count,
+                element_shape=(*element, *t.shape),
+                clear_after_read=False,
+            )
             for t in tensors
         ]
 
@@ -301,10 +314,10 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         lambda p, *_: p < count,
         body,
         (0, states, lists(states), lists(states, (None,))),
+        parallel_iterations=2,
     )
-    # Each piece's initial states and every step's states, for backward.
-    starts = [ta.stack() for ta in starts]
-    stacks = [ta.stack() for ta in stacks]
+    # ``starts`` and ``stacks`` keep each piece's initial states and every
+    # step's states, for backward.
 
     def backward_over(d_hs, d_final):
         d_hs_p = None if d_hs is None else pieces(d_hs)
@@ -318,9 +331,9 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
                 projected,
                 piece_masks(p),
                 rec_mask,
-                [s[p] for s in starts],
+                [s.read(p) for s in starts],
                 step_weights,
-                [s[p] for s in stacks],
+                [s.read(p) for s in stacks],
                 _absent() if d_hs is None else d_hs_p[p],
                 d_carry,
                 steps_of(p),
@@ -350,10 +363,11 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
                     xs.dtype, size=count, element_shape=(None, *xs.shape[1:])
                 ),
             ),
+            parallel_iterations=2,
         )
         return whole(d_xs.stack(), xs.shape), d_states, d_weights
 
-    hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
+    hs = whole(stacks[0].stack(), [xs.shape[0], *states[0].shape])
     return final, hs, backward_over
 
 

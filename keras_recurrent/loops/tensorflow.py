@@ -153,6 +153,9 @@ CHUNK = 64
 #: At most this many elements in the projected inputs of one piece (see
 #: ``_in_pieces``): 1 MiB in float32.
 PIECE_SIZE = 2**18
+#: Pieces the loops over pieces run at once, forward and backward: a piece's
+#: input gradient beside the next one's recurrent backward, no more held.
+PIECES_AT_ONCE = 2
 
 
 def _loop(cell, xs, masks, rec_mask, states, weights, need_hs):
@@ -247,9 +250,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
 
     Backward reads each piece's saved states out of the forward loop's
     ``TensorArray`` instead of a stacked copy of them all, and both loops
-    run at most two pieces at once (``parallel_iterations=2``): one piece's
-    input gradient alongside the next piece's recurrent backward, without
-    the intermediates of more pieces held at the same time.
+    run ``PIECES_AT_ONCE`` pieces at a time.
     """
     forward, backward = loops
     in_weights, step_weights = weights
@@ -314,7 +315,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         lambda p, *_: p < count,
         body,
         (0, states, lists(states), lists(states, (None,))),
-        parallel_iterations=2,
+        parallel_iterations=PIECES_AT_ONCE,
     )
     # ``starts`` and ``stacks`` keep each piece's initial states and every
     # step's states, for backward.
@@ -363,7 +364,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
                     xs.dtype, size=count, element_shape=(None, *xs.shape[1:])
                 ),
             ),
-            parallel_iterations=2,
+            parallel_iterations=PIECES_AT_ONCE,
         )
         return whole(d_xs.stack(), xs.shape), d_states, d_weights
 

@@ -248,9 +248,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
     padding is never computed and the states, outputs and gradients are
     those of the whole sequence.
 
-    Backward reads each piece's saved states out of the forward loop's
-    ``TensorArray`` instead of a stacked copy of them all, and both loops
-    run ``PIECES_AT_ONCE`` pieces at a time.
+    Both loops run ``PIECES_AT_ONCE`` pieces at a time.
     """
     forward, backward = loops
     in_weights, step_weights = weights
@@ -273,15 +271,8 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         return tf.minimum(length, steps - p * length)
 
     def lists(tensors, element=()):
-        # Kept after a read: backward may run more than once (a Jacobian,
-        # a persistent tape).
         return [
-            tf.TensorArray(
-                t.dtype,
-                size=count,
-                element_shape=(*element, *t.shape),
-                clear_after_read=False,
-            )
+            tf.TensorArray(t.dtype, size=count, element_shape=(*element, *t.shape))
             for t in tensors
         ]
 
@@ -317,8 +308,9 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         (0, states, lists(states), lists(states, (None,))),
         parallel_iterations=PIECES_AT_ONCE,
     )
-    # ``starts`` and ``stacks`` keep each piece's initial states and every
-    # step's states, for backward.
+    # Each piece's initial states and every step's states, for backward.
+    starts = [ta.stack() for ta in starts]
+    stacks = [ta.stack() for ta in stacks]
 
     def backward_over(d_hs, d_final):
         d_hs_p = None if d_hs is None else pieces(d_hs)
@@ -332,9 +324,9 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
                 projected,
                 piece_masks(p),
                 rec_mask,
-                [s.read(p) for s in starts],
+                [s[p] for s in starts],
                 step_weights,
-                [s.read(p) for s in stacks],
+                [s[p] for s in stacks],
                 _absent() if d_hs is None else d_hs_p[p],
                 d_carry,
                 steps_of(p),
@@ -368,7 +360,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         )
         return whole(d_xs.stack(), xs.shape), d_states, d_weights
 
-    hs = whole(stacks[0].stack(), [xs.shape[0], *states[0].shape])
+    hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
     return final, hs, backward_over
 
 

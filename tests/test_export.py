@@ -106,6 +106,30 @@ def test_saved_model_serves_predict(model, tmp_path):
     _check(lambda xs: [y.numpy() for y in loaded.serve(xs)], inputs, expected)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow loop's gradient")
+def test_saved_model_of_a_training_trace_needs_no_custom_gradients(model, tmp_path):
+    """A function traced with ``training=True`` saves without its custom
+    gradients (the README's way): a saved gradient cannot capture the
+    forward loop's tensor lists, which backward reads in training. Served,
+    it computes what ``predict`` does (no dropout here)."""
+    import tensorflow as tf
+
+    model, inputs, expected = model
+    specs = [tf.TensorSpec((None, *x.shape[1:]), x.dtype) for x in inputs]
+    module = tf.Module()
+    module.model = model
+    module.train_call = tf.function(
+        lambda *xs: model(list(xs), training=True), input_signature=specs
+    )
+    module.train_call.get_concrete_function()
+    with pytest.raises(KeyError, match="captures tensor"):
+        tf.saved_model.save(module, str(tmp_path / "with_gradients"))
+    options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+    tf.saved_model.save(module, str(tmp_path / "saved"), options=options)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    _check(lambda xs: [y.numpy() for y in loaded.train_call(*xs)], inputs, expected)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TFLite converts TF graphs")
 @pytest.mark.parametrize("route", ["litert", "converter", "keras-model"])
 def test_tflite_with_dynamic_batch_matches_predict(model, tmp_path, route):

@@ -277,10 +277,14 @@ def _long_mask(batch, time, seed=4):
     [{"masked": False}, {"masked": True, "go_backwards": True}],
     ids=["plain", "masked_backwards"],
 )
-def test_lengths_known_only_at_run_time_run_in_pieces_and_match_builtin(name, options):
+@pytest.mark.parametrize("training", [False, True])
+def test_lengths_known_only_at_run_time_run_in_pieces_and_match_builtin(
+    name, options, training
+):
     """Traced with an unknown length, called with two whole pieces and a
     padded third (see ``CHUNK``): outputs, final states and every gradient
-    are the built-in's, in float64, where the two differ only in rounding."""
+    are the built-in's, in float64, where the two differ only in rounding;
+    in training too, where backward reads the forward loop's lists."""
     options = dict(options)
     masked = options.pop("masked")
     time = 2 * tf_loop.CHUNK + 7
@@ -289,7 +293,9 @@ def test_lengths_known_only_at_run_time_run_in_pieces_and_match_builtin(name, op
     )
     x = tf.constant(random_inputs(batch=4, time=time, dtype="float64"))
     states = [tf.constant(s, "float64") for s in random_states(name, batch=4)]
-    kwargs = {"mask": _long_mask(4, time)} if masked else {}
+    kwargs = {"training": training}
+    if masked:
+        kwargs["mask"] = _long_mask(4, time)
     specs = [
         tf.TensorSpec((None, None, 5), "float64"),
         *(tf.TensorSpec(s.shape, "float64") for s in states),
@@ -344,19 +350,23 @@ def _in_pieces_of(monkeypatch, steps, batch, width):
     ],
     ids=["sequences", "masked", "masked_backwards_last_output", "last_output"],
 )
-def test_a_sequence_in_several_pieces_matches_builtin(name, options, monkeypatch):
+@pytest.mark.parametrize("training", [False, True])
+def test_a_sequence_in_several_pieces_matches_builtin(
+    name, options, training, monkeypatch
+):
     """Seven steps in pieces of three, the last one padded: each piece
     projected on its own, forwards and backwards. Outputs, states and the
     gradients of the inputs, initial states and every weight are the
     built-in's, also for a layer that returns only its last output (whose
-    loop gives the outputs no gradient)."""
+    loop gives the outputs no gradient), and in training, where backward
+    reads the saved states out of the forward loop's lists."""
     options = dict(options)
     masked = options.pop("masked", False)
     ours, builtin = layer_pair(name, **options)
     time, batch = 7, 3
     x = random_inputs(batch=batch, time=time)
     states = random_states(name, batch=batch)
-    kwargs = {}
+    kwargs = {"training": training}
     if masked:
         kwargs["mask"] = _long_mask(batch, time)
     width = ours.cell.kernel.shape[-1]

@@ -8,11 +8,14 @@ Every loop implements one protocol, in a module of its own:
   PyTorch's, which runs eagerly, also the mask's values (True stands for a
   mask of any pattern);
 - ``recurrence(layer, sequences, initial_state, mask,
-  recurrent_dropout_mask) -> (last_output, outputs, states)``: the call, for
-  batch-major ``sequences`` after input dropout, with ``outputs`` of shape
-  ``(batch, time, units)`` (``graph`` gives only the last step,
-  ``(batch, 1, units)``, to a layer without ``return_sequences``, whose
-  outputs Keras never reads).
+  recurrent_dropout_mask, training=False) -> (last_output, outputs,
+  states)``: the call, for batch-major ``sequences`` after input dropout,
+  with ``outputs`` of shape ``(batch, time, units)`` (``graph`` gives only
+  the last step, ``(batch, 1, units)``, to a layer without
+  ``return_sequences``, whose outputs Keras never reads). ``training`` says
+  only how a loop may run, never what it computes: the TensorFlow loop keeps
+  what its backward pass reads in its loop's lists then (see
+  ``tensorflow._in_pieces``).
 
 :func:`run` asks the current backend's fast paths in turn (``tensorflow``:
 the loop compiled by XLA with its own backward pass; ``torch``: PyTorch's
@@ -92,7 +95,7 @@ def run(layer, sequences, initial_state, mask=None, training=False):
         recurrent_dropout_mask = cell.get_recurrent_dropout_mask(initial_state[0])
     loop = _loop(layer, mask, recurrent_dropout_mask)
     return loop.recurrence(
-        layer, sequences, initial_state, mask, recurrent_dropout_mask
+        layer, sequences, initial_state, mask, recurrent_dropout_mask, training
     )
 
 

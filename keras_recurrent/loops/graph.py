@@ -281,7 +281,9 @@ def _block_lstm(cell, xs, states):
     return hs, [hs[-1], c]
 
 
-def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
+def recurrence(
+    layer, sequences, initial_state, mask, recurrent_dropout_mask, training=False
+):
     """:func:`keras_recurrent.loops.portable.recurrence`, as a
     ``tf.while_loop``."""
     cell = layer.cell

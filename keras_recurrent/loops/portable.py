@@ -20,7 +20,14 @@ from keras import ops
 NAME = "portable"
 
 
-def recurrence(layer, sequences, initial_state, mask=None, recurrent_dropout_mask=None):
+def recurrence(
+    layer,
+    sequences,
+    initial_state,
+    mask=None,
+    recurrent_dropout_mask=None,
+    training=False,
+):
     """Runs ``layer.cell``'s step over batch-major ``sequences``.
 
     Args:
@@ -34,6 +41,7 @@ def recurrence(layer, sequences, initial_state, mask=None, recurrent_dropout_mas
             ``zero_output_for_mask``: the semantics of Keras's own RNN loop.
         recurrent_dropout_mask: optional ``(batch, units)`` mask on ``h_{t-1}``
             where it enters the recurrent matmul.
+        training: unused here (see the protocol in ``keras_recurrent.loops``).
 
     Returns:
         ``(last_output, outputs, states)``, with ``outputs`` of shape

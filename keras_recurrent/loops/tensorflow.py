@@ -78,14 +78,17 @@ def serves(layer, mask, recurrent_dropout_mask):
     )
 
 
-def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
+def recurrence(
+    layer, sequences, initial_state, mask, recurrent_dropout_mask, training=False
+):
     """:func:`keras_recurrent.loops.portable.recurrence`, compiled by XLA.
 
     Differentiable with respect to ``sequences``, ``initial_state`` and the
-    cell's weights. Without ``return_sequences`` Keras reads only the last
-    output, which is the final ``h``: the outputs are then returned without
-    a gradient, so that the backward pass is not handed a zero gradient for
-    every step's output.
+    cell's weights, whether ``training`` or not (which changes only where
+    backward reads the saved states, see ``_in_pieces``). Without
+    ``return_sequences`` Keras reads only the last output, which is the
+    final ``h``: the outputs are then returned without a gradient, so that
+    the backward pass is not handed a zero gradient for every step's output.
     """
     cell = layer.cell
     xs, masks = portable.time_major(layer, sequences, mask)
@@ -103,6 +106,7 @@ def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
         list(initial_state),
         weights,
         layer.return_sequences,
+        bool(training),
     )
     return portable.finish(layer, hs, states, masks)
 
@@ -158,10 +162,11 @@ PIECE_SIZE = 2**18
 PIECES_AT_ONCE = 2
 
 
-def _loop(cell, xs, masks, rec_mask, states, weights, need_hs):
+def _loop(cell, xs, masks, rec_mask, states, weights, need_hs, training):
     """``(hs, final_states)`` over time-major raw inputs ``xs``, with a
     custom gradient; ``weights`` is ``[input_weights, step_weights]``.
-    Without ``need_hs``, ``hs`` has no gradient.
+    Without ``need_hs``, ``hs`` has no gradient; ``training`` is
+    ``_in_pieces``'s.
 
     The sequence runs in pieces (see ``_in_pieces``), each projected when it
     is reached, then run by a call of the compiled loops. XLA compiles a
@@ -192,7 +197,15 @@ def _loop(cell, xs, masks, rec_mask, states, weights, need_hs):
         xs, tensors = tf.nest.map_structure(tf.stop_gradient, (xs, list(tensors)))
         states, *weights = split(tensors)
         final, hs, backward_over = _in_pieces(
-            cell, (forward, backward), xs, masks, rec_mask, states, weights
+            cell,
+            (forward, backward),
+            xs,
+            masks,
+            rec_mask,
+            states,
+            weights,
+            need_hs,
+            training,
         )
 
         def grad(*d_outputs):
@@ -232,7 +245,7 @@ def _piece_length(xs, width):
     return (steps + count - 1) // count
 
 
-def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
+def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, training):
     """``(final_states, hs, backward_over)``: the sequence in pieces of
     :func:`_piece_length` steps, the last one padded with zeros, which
     follow one another in a ``tf.while_loop`` outside XLA.
@@ -249,6 +262,16 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
     those of the whole sequence.
 
     Both loops run ``PIECES_AT_ONCE`` pieces at a time.
+
+    The forward loop writes each piece's states into ``tf.TensorArray``s,
+    and stacking one copies all its rows: at that moment every state saved
+    for backward is held twice (for SimpleRNN at S2 of the benchmark, 13 of
+    a training step's 39 MiB). While ``training``, backward reads the
+    pieces out of the lists themselves, and only the outputs, where
+    ``need_hs``, are stacked (see ``reader``). A saved custom gradient
+    cannot capture a list (a SavedModel stores the gradients of the
+    functions it serves, which are traced with ``training=False``), so
+    otherwise backward reads stacked copies.
     """
     forward, backward = loops
     in_weights, step_weights = weights
@@ -256,35 +279,41 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
     length = _piece_length(xs, in_weights[0].shape[-1])
     count = (steps + length - 1) // length
 
-    def pieces(x):
-        """``x`` padded along time to whole pieces: ``(count, length, ...)``."""
-        padding = [[0, count * length - steps]] + [[0, 0]] * (x.shape.rank - 1)
-        shape = tf.concat([[count, length], tf.shape(x)[1:]], 0)
-        return tf.reshape(tf.pad(x, padding), shape)
+    def piece(x, p):
+        """Piece ``p`` of ``x``: ``length`` steps, the last piece padded with
+        zeros (a slice along time and a pad of nothing copy nothing)."""
+        part = x[p * length : (p + 1) * length]
+        padding = [[0, length - tf.shape(part)[0]]] + [[0, 0]] * (x.shape.rank - 1)
+        return tf.pad(part, padding)
 
     def whole(x, shape):
-        """The inverse of ``pieces``, of the static ``shape``."""
+        """``x``'s pieces, ``(count, length, ...)``, as one sequence of the
+        static ``shape``."""
         x = tf.reshape(x, tf.concat([[count * length], tf.shape(x)[2:]], 0))
         return tf.ensure_shape(x[:steps], shape)
 
     def steps_of(p):
         return tf.minimum(length, steps - p * length)
 
+    def piece_masks(p):
+        return _absent() if masks is None else piece(masks, p)
+
     def lists(tensors, element=()):
+        # Kept after a read: backward may run more than once (a Jacobian,
+        # a persistent tape).
         return [
-            tf.TensorArray(t.dtype, size=count, element_shape=(*element, *t.shape))
+            tf.TensorArray(
+                t.dtype,
+                size=count,
+                element_shape=(*element, *t.shape),
+                clear_after_read=False,
+            )
             for t in tensors
         ]
 
-    xs_p = pieces(xs)
-    masks_p = None if masks is None else pieces(masks)
-
-    def piece_masks(p):
-        return _absent() if masks is None else masks_p[p]
-
     def body(p, states, starts, stacks):
         starts = [ta.write(p, s) for ta, s in zip(starts, states)]
-        projected = cell.project(xs_p[p], in_weights)
+        projected = cell.project(piece(xs, p), in_weights)
         new, stacked = forward(
             projected, piece_masks(p), rec_mask, states, step_weights, steps_of(p)
         )
@@ -308,15 +337,25 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         (0, states, lists(states), lists(states, (None,))),
         parallel_iterations=PIECES_AT_ONCE,
     )
-    # Each piece's initial states and every step's states, for backward.
-    starts = [ta.stack() for ta in starts]
-    stacks = [ta.stack() for ta in stacks]
+    hs_stacked = stacks[0].stack()
+
+    def reader(ta, stacked=None):
+        """How backward reads piece ``p`` of ``ta``: out of the list itself
+        while training, else out of a stacked copy (``stacked`` if given)."""
+        if stacked is None and training:
+            return ta.read
+        stacked = ta.stack() if stacked is None else stacked
+        return lambda p: stacked[p]
+
+    # Each piece's initial states and every step's states. The outputs,
+    # where they are needed, are a stacked copy anyway: backward reads it.
+    h_copy = hs_stacked if need_hs or not training else None
+    starts = [reader(ta) for ta in starts]
+    stacks = [reader(stacks[0], h_copy), *(reader(ta) for ta in stacks[1:])]
 
     def backward_over(d_hs, d_final):
-        d_hs_p = None if d_hs is None else pieces(d_hs)
-
         def body(p, d_carry, d_weights, d_xs):
-            x = xs_p[p]
+            x = piece(xs, p)
             with tf.GradientTape() as tape:
                 tape.watch([x, in_weights])
                 projected = cell.project(x, in_weights)
@@ -324,10 +363,10 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
                 projected,
                 piece_masks(p),
                 rec_mask,
-                [s[p] for s in starts],
+                [read(p) for read in starts],
                 step_weights,
-                [s[p] for s in stacks],
-                _absent() if d_hs is None else d_hs_p[p],
+                [read(p) for read in stacks],
+                _absent() if d_hs is None else piece(d_hs, p),
                 d_carry,
                 steps_of(p),
             )
@@ -360,7 +399,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights):
         )
         return whole(d_xs.stack(), xs.shape), d_states, d_weights
 
-    hs = whole(stacks[0], [xs.shape[0], *states[0].shape])
+    hs = whole(hs_stacked, [xs.shape[0], *states[0].shape])
     return final, hs, backward_over
 
 

@@ -99,7 +99,9 @@ def _lengths(mask):
     return lengths.cpu()
 
 
-def recurrence(layer, sequences, initial_state, mask, recurrent_dropout_mask):
+def recurrence(
+    layer, sequences, initial_state, mask, recurrent_dropout_mask, training=False
+):
     """``(last_output, outputs, states)`` for batch-major ``sequences``, as
     :func:`keras_recurrent.loops.portable.recurrence` returns them;
     differentiable by PyTorch's autograd."""

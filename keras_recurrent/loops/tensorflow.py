@@ -298,21 +298,20 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
     def piece_masks(p):
         return _absent() if masks is None else piece(masks, p)
 
-    def lists(tensors, element=()):
+    def lists(tensors):
         # Kept after a read: backward may run more than once (a Jacobian,
         # a persistent tape).
         return [
             tf.TensorArray(
                 t.dtype,
                 size=count,
-                element_shape=(*element, *t.shape),
+                element_shape=(None, *t.shape),
                 clear_after_read=False,
             )
             for t in tensors
         ]
 
-    def body(p, states, starts, stacks):
-        starts = [ta.write(p, s) for ta, s in zip(starts, states)]
+    def body(p, states, stacks):
         projected = cell.project(piece(xs, p), in_weights)
         new, stacked = forward(
             projected, piece_masks(p), rec_mask, states, step_weights, steps_of(p)
@@ -329,12 +328,12 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
             for s in stacked
         ]
         stacks = [ta.write(p, s) for ta, s in zip(stacks, stacked)]
-        return p + 1, new, starts, stacks
+        return p + 1, new, stacks
 
-    _, final, starts, stacks = tf.while_loop(
+    _, final, stacks = tf.while_loop(
         lambda p, *_: p < count,
         body,
-        (0, states, lists(states), lists(states, (None,))),
+        (0, states, lists(states)),
         parallel_iterations=PIECES_AT_ONCE,
     )
     hs_stacked = stacks[0].stack()
@@ -347,11 +346,17 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
         stacked = ta.stack() if stacked is None else stacked
         return lambda p: stacked[p]
 
-    # Each piece's initial states and every step's states. The outputs,
-    # where they are needed, are a stacked copy anyway: backward reads it.
+    # Every step's states. The outputs, where they are needed, are a stacked
+    # copy anyway: backward reads it.
     h_copy = hs_stacked if need_hs or not training else None
-    starts = [reader(ta) for ta in starts]
     stacks = [reader(stacks[0], h_copy), *(reader(ta) for ta in stacks[1:])]
+
+    def starts(p):
+        """The states piece ``p`` starts from: the initial ones, else the
+        last step's of piece ``p - 1``, which is whole (only the last piece
+        is padded)."""
+        before = tf.maximum(p - 1, 0)
+        return [tf.where(p > 0, read(before)[-1], s) for read, s in zip(stacks, states)]
 
     def backward_over(d_hs, d_final):
         def body(p, d_carry, d_weights, d_xs):
@@ -363,7 +368,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
                 projected,
                 piece_masks(p),
                 rec_mask,
-                [read(p) for read in starts],
+                starts(p),
                 step_weights,
                 [read(p) for read in stacks],
                 _absent() if d_hs is None else piece(d_hs, p),

@@ -268,7 +268,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
     for backward is held twice (for SimpleRNN at S2 of the benchmark, 13 of
     a training step's 39 MiB). While ``training``, backward reads the
     pieces out of the lists themselves, and only the outputs, where
-    ``need_hs``, are stacked (see ``reader``). A saved custom gradient
+    ``need_hs``, are stacked. A saved custom gradient
     cannot capture a list (a SavedModel stores the gradients of the
     functions it serves, which are traced with ``training=False``), so
     otherwise backward reads stacked copies.
@@ -337,26 +337,24 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
         parallel_iterations=PIECES_AT_ONCE,
     )
     hs_stacked = stacks[0].stack()
+    # What backward reads every step's states out of: stacked copies, or
+    # while training the lists themselves, except for the outputs where
+    # they are needed, which are a stacked copy anyway.
+    if not training:
+        stacks = [hs_stacked, *(ta.stack() for ta in stacks[1:])]
+    elif need_hs:
+        stacks = [hs_stacked, *stacks[1:]]
 
-    def reader(ta, stacked=None):
-        """How backward reads piece ``p`` of ``ta``: out of the list itself
-        while training, else out of a stacked copy (``stacked`` if given)."""
-        if stacked is None and training:
-            return ta.read
-        stacked = ta.stack() if stacked is None else stacked
-        return lambda p: stacked[p]
-
-    # Every step's states. The outputs, where they are needed, are a stacked
-    # copy anyway: backward reads it.
-    h_copy = hs_stacked if need_hs or not training else None
-    stacks = [reader(stacks[0], h_copy), *(reader(ta) for ta in stacks[1:])]
+    def saved(p):
+        """Every step's states in piece ``p``."""
+        return [s.read(p) if isinstance(s, tf.TensorArray) else s[p] for s in stacks]
 
     def starts(p):
         """The states piece ``p`` starts from: the initial ones, else the
         last step's of piece ``p - 1``, which is whole (only the last piece
         is padded)."""
-        before = tf.maximum(p - 1, 0)
-        return [tf.where(p > 0, read(before)[-1], s) for read, s in zip(stacks, states)]
+        before = [s[-1] for s in saved(tf.maximum(p - 1, 0))]
+        return [tf.where(p > 0, b, s) for b, s in zip(before, states)]
 
     def backward_over(d_hs, d_final):
         def body(p, d_carry, d_weights, d_xs):
@@ -370,7 +368,7 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
                 rec_mask,
                 starts(p),
                 step_weights,
-                [read(p) for read in stacks],
+                saved(p),
                 _absent() if d_hs is None else piece(d_hs, p),
                 d_carry,
                 steps_of(p),

@@ -34,10 +34,14 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
         for mask in ("none", "holes")
     }
     assert {(r["layer"], r["work"], r["mask"]) for r in rows} == expected
-    loops = {"tensorflow": {"xla"}, "torch": {"torch-fused", "portable"}}
+    loops = {
+        "tensorflow": {"xla"},
+        "jax": {"jax-vjp"},
+        "torch": {"torch-fused", "portable"},
+    }
     for row in rows:
         assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
-        assert row["path"] in loops.get(keras.backend.backend(), {"portable"})
+        assert row["path"] in loops[keras.backend.backend()]
         if row["layer"] in rnn.SAME_AS_BUILTIN:
             assert row["max_abs_difference"] < 1e-5
         else:

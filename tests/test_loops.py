@@ -37,7 +37,7 @@ PACKAGE = Path(kr.__file__).resolve().parent
 NAMES = list(LAYERS)
 # The loop each backend runs for a cell whose step pieces it compiles, but
 # whose equations no fused kernel computes.
-OWN_STEP_LOOP = {"tensorflow": "xla"}.get(BACKEND, "portable")
+OWN_STEP_LOOP = {"tensorflow": "xla", "jax": "jax-vjp"}.get(BACKEND, "portable")
 
 
 # -- the protocol ---------------------------------------------------------------
@@ -71,8 +71,8 @@ def test_only_this_backends_fast_path_is_imported():
     result = run_fresh(["-c", script])
     loaded = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     expected = ["keras_recurrent.loops", "keras_recurrent.loops.portable"]
-    if BACKEND in ("tensorflow", "torch"):
-        expected.append(f"keras_recurrent.loops.{BACKEND}")
+    expected.append(f"keras_recurrent.loops.{BACKEND}")
+    expected.sort()
     if BACKEND == "tensorflow":  # registered by the XLA loop
         expected.append("keras_recurrent.loops.tf2onnx_handlers")
     assert [m for m in loaded if m.startswith("keras_recurrent")] == expected
@@ -97,7 +97,7 @@ def test_loop_for_names_the_loop_that_runs(name):
         with mock.patch.object(loops, "_loop", side_effect=record):
             layer(x, **call)
         assert chosen.pop() == expected, call
-    plain = {"tensorflow": "xla", "torch": "torch-fused"}.get(BACKEND, "portable")
+    plain = {"tensorflow": "xla", "torch": "torch-fused", "jax": "jax-vjp"}[BACKEND]
     if BACKEND == "torch" and name == "gru_reset_before":
         plain = "portable"
     assert layer.loop_for() == plain

@@ -261,7 +261,7 @@ def test_every_weight_gradient_matches_finite_differences():
 
 
 def test_which_loop_serves_which_options():
-    """TensorFlow's compiled loop serves every variant; on PyTorch the fused
+    """TensorFlow's compiled loop and JAX's serve every variant; on PyTorch the fused
     path (``torch.lstm``, or ``LSTMSequence`` with peepholes) only the LSTM
     without clip or layer norm, and not peepholes and a projection together
     (a projection smaller than the cell: torch.nn.LSTM's limit)."""
@@ -283,7 +283,7 @@ def test_which_loop_serves_which_options():
         elif backend == "torch":
             assert (layer.loop_for() == "torch-fused") == fused, kwargs
         else:
-            assert loops == {"portable"}, kwargs
+            assert loops == {"jax-vjp"}, kwargs
     if backend == "torch":
         for kwargs in [
             {"projection_units": PROJ, "projection_clip": 1.0},

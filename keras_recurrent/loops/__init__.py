@@ -20,7 +20,8 @@ Every loop implements one protocol, in a module of its own:
 :func:`run` asks the current backend's fast paths in turn (``tensorflow``:
 the loop compiled by XLA with its own backward pass; ``torch``: PyTorch's
 fused kernels, and a whole-sequence LSTM with its own backward pass where
-PyTorch has none) and falls back to ``portable``, which serves every call. A
+PyTorch has none; ``jax``: ``lax.scan`` with its own backward pass) and
+falls back to ``portable``, which serves every call. A
 fast path is imported only on its backend, and none of them imports the
 cells: a cell describes itself (see ``keras_recurrent._cell``).
 
@@ -57,6 +58,10 @@ def _fast_paths():
         from keras_recurrent.loops import torch
 
         return (torch,)
+    if backend == "jax":
+        from keras_recurrent.loops import jax
+
+        return (jax,)
     return ()
 
 

@@ -1,0 +1,207 @@
+"""JAX only: the time loop with its own backward pass (``jax.custom_vjp``).
+
+JAX differentiates ``lax.scan`` step by step, and so does this loop; what
+it changes is what each step of its backward pass does:
+
+- forward, ``lax.scan`` runs the cell's step pieces (see
+  ``keras_recurrent._cell``), each step projecting its own inputs, and keeps
+  every step's states and the residuals of the VJP of ``update`` (the step
+  without its matmuls: the gates, as JAX's own backward pass keeps them);
+- backward, a reverse ``lax.scan`` applies each step's VJP of ``update``
+  to the states' gradients and sends ``dr_t @ kernel^T`` back to
+  ``h_{t-1}``, ``r_t = h_in_t @ kernel`` being the recurrent matmul;
+- the weights' gradients: for a batch of fewer than
+  ``STEPWISE_FROM_BATCH`` sequences, whose steps' matmuls are small, each
+  step keeps ``dr_t`` (and the projection's gradient, unless the cell's
+  ``update`` reads ``projected_t + r`` only: ``update_sums_inputs``), and the
+  recurrent kernel's gradient ``sum_t h_in_t^T dr_t``, the input
+  projection's and the inputs' are one matmul each over all the steps. For
+  larger batches they are summed step by step in the loop, which holds no
+  ``(time, batch, gates * units)`` gradient: measured at S2 of the
+  benchmark, that tensor's writes and reads cost more than the small
+  matmuls save.
+
+Not differentiated, the loop is the cell's step over ``lax.scan``.
+
+The loop serves the same calls as the TensorFlow one: any cell whose
+``call`` and ``project_inputs`` are the shared ones, variants included, in
+float32 and float64 unless ``unroll=True``, masks and recurrent dropout
+too. The cell's step pieces take every weight as an argument, which is what
+a custom VJP needs: it differentiates its explicit inputs only.
+"""
+
+import jax
+from jax import numpy as jnp
+from keras import ops
+
+from keras_recurrent._cell import StepCell, declared, recurrent_input
+from keras_recurrent.loops import portable
+
+NAME = "jax-vjp"
+
+#: From this batch size on, backward sums the weights' gradients step by
+#: step (see the module's docstring).
+STEPWISE_FROM_BATCH = 64
+
+
+def serves(layer, mask, recurrent_dropout_mask):
+    """Whether this loop runs ``layer``: in float32 and float64, unless
+    ``unroll=True``, with or without masks, for a cell whose inputs are
+    projected by the shared ``project_inputs``."""
+    cell = layer.cell
+    return (
+        not layer.unroll
+        and cell.compute_dtype in ("float32", "float64")
+        and type(cell).project_inputs is StepCell.project_inputs
+    )
+
+
+def recurrence(
+    layer, sequences, initial_state, mask, recurrent_dropout_mask, training=False
+):
+    """:func:`keras_recurrent.loops.portable.recurrence`, with the VJP of
+    :func:`_loop`. Without ``return_sequences`` Keras reads only the last
+    output, the final ``h``: the outputs then have no gradient, so that the
+    backward pass adds no zero gradient at every step."""
+    cell = layer.cell
+    xs, masks = portable.time_major(layer, sequences, mask)
+    weights = [
+        [ops.convert_to_tensor(w) for w in ws]
+        for ws in (cell.input_weights(), cell.step_weights())
+    ]
+    states = [ops.cast(s, cell.variable_dtype) for s in initial_state]
+    need_hs = layer.return_sequences
+    hs, final = _loop(cell, need_hs)(
+        xs, masks, recurrent_dropout_mask, states, *weights
+    )
+    if not need_hs:
+        hs = jax.lax.stop_gradient(hs)
+    return portable.finish(layer, hs, final, masks)
+
+
+def _loop(cell, need_hs):
+    """``run(xs, masks, rec_mask, states, input_weights, step_weights) ->
+    (hs, final_states)`` over time-major raw inputs ``xs``, with its VJP;
+    ``masks`` and ``rec_mask`` may be None and get no gradient, nor does
+    ``hs`` without ``need_hs``."""
+    dtype = cell.compute_dtype
+
+    def parts(step_weights):
+        """The recurrent kernel and the ``extra`` tensors of the step."""
+        kernel, _, extra = cell.step_parts(step_weights)
+        return kernel, extra
+
+    @jax.custom_vjp
+    def run(xs, masks, rec_mask, states, input_weights, step_weights):
+        # Each step projects its own inputs: one projection of the whole
+        # sequence made a forward pass at S2 of the benchmark 1.5x slower.
+        kernel, update, extra = cell.step_parts(step_weights)
+
+        def body(states, inputs):
+            x_t, mask_t = inputs
+            h_in = recurrent_input(states[0], rec_mask, dtype)
+            projected_t = cell.project(x_t, input_weights)
+            new = update(projected_t, h_in @ kernel, h_in, states, extra)
+            new = portable.keep_masked(mask_t, new, states)
+            return new, new[0]
+
+        final, hs = jax.lax.scan(body, states, (xs, masks))
+        return hs, final
+
+    def step_vjp(update, extra, rec_mask):
+        """``one_step(projected_t, r, old, mask_t) -> (new, vjp)``: the step
+        without its matmul, and its VJP with respect to ``projected_t``,
+        ``r``, ``old`` and ``extra``."""
+
+        def one_step(projected_t, r, old, mask_t):
+            def f(projected_t, r, old, extra):
+                h_in = recurrent_input(old[0], rec_mask, dtype)
+                new = update(projected_t, r, h_in, old, extra)
+                return portable.keep_masked(mask_t, new, old)
+
+            return jax.vjp(f, projected_t, r, old, extra)
+
+        return one_step
+
+    treedefs = {}  # the structure of a step's VJP, known once traced
+
+    def run_forward(xs, masks, rec_mask, states, input_weights, step_weights):
+        kernel, update, extra = cell.step_parts(step_weights)
+        one_step = step_vjp(update, extra, rec_mask)
+
+        def body(states, inputs):
+            x_t, mask_t = inputs
+            h_in = recurrent_input(states[0], rec_mask, dtype)
+            projected_t = cell.project(x_t, input_weights)
+            new, vjp = one_step(projected_t, h_in @ kernel, states, mask_t)
+            # What backward reads of this step: the VJP's residuals (the
+            # gates, as JAX's own backward pass keeps them).
+            leaves, treedefs["step"] = jax.tree_util.tree_flatten(vjp)
+            return new, (new, leaves)
+
+        final, (stacked, leaves) = jax.lax.scan(body, states, (xs, masks))
+        saved = (xs, rec_mask, states, input_weights, step_weights, stacked)
+        return (stacked[0], final), (saved, leaves)
+
+    def run_backward(residuals, d_outputs):
+        (xs, rec_mask, states, input_weights, step_weights, stacked), leaves = residuals
+        d_hs, d_final = d_outputs
+        (kernel, extra), parts_vjp = jax.vjp(parts, step_weights)
+        # The h each step started from: the initial one, then every step's
+        # but the last.
+        h_ins = recurrent_input(
+            jnp.concatenate([states[0][None], stacked[0][:-1]]), rec_mask, dtype
+        )
+
+        # Small batches: each step's gradients of the recurrent matmul and
+        # of the projection are kept, for one matmul each over all steps.
+        batch = xs.shape[1]
+        whole = isinstance(batch, int) and batch < STEPWISE_FROM_BATCH
+        sums = declared(cell, "update_sums_inputs", False)
+
+        def body(carry, inputs):
+            d_states, d_extra, d_kernel, d_input_weights = carry
+            x_t, h_in, leaves_t, d_h_t = inputs
+            d_new = list(d_states)
+            if need_hs:
+                d_new[0] = d_new[0] + d_h_t
+            vjp = jax.tree_util.tree_unflatten(treedefs["step"], leaves_t)
+            d_projected, d_r, d_old, d_step_extra = vjp(d_new)
+            d_h_in = d_r @ kernel.T
+            if rec_mask is not None:
+                d_h_in = d_h_in * rec_mask
+            d_old[0] = d_old[0] + d_h_in.astype(d_old[0].dtype)
+            d_extra = [a + b for a, b in zip(d_extra, d_step_extra)]
+            if whole:
+                # For update_sums_inputs cells d_projected == d_r: kept once.
+                kept = (d_r,) if sums else (d_projected, d_r)
+                return (d_old, d_extra, d_kernel, d_input_weights), kept
+            d_kernel = d_kernel + h_in.T @ d_r
+            _, project_vjp = jax.vjp(cell.project, x_t, input_weights)
+            d_x, d_in = project_vjp(d_projected)
+            d_input_weights = [a + b for a, b in zip(d_input_weights, d_in)]
+            return (d_old, d_extra, d_kernel, d_input_weights), d_x
+
+        inputs = (xs, h_ins, leaves, d_hs if need_hs else None)
+        zeros = [jnp.zeros_like(w) for w in (*extra, kernel, *input_weights)]
+        carry = (
+            list(d_final),
+            zeros[: len(extra)],
+            zeros[len(extra)],
+            zeros[len(extra) + 1 :],
+        )
+        (d_states, d_extra, d_kernel, d_input_weights), d_steps = jax.lax.scan(
+            body, carry, inputs, reverse=True
+        )
+        if whole:
+            d_projected, d_rs = d_steps[0], d_steps[-1]
+            d_kernel = jnp.tensordot(h_ins, d_rs, axes=[[0, 1], [0, 1]])
+            _, project_vjp = jax.vjp(cell.project, xs, input_weights)
+            d_xs, d_input_weights = project_vjp(d_projected)
+        else:
+            d_xs = d_steps
+        (d_step_weights,) = parts_vjp((d_kernel, d_extra))
+        return d_xs, None, None, d_states, d_input_weights, d_step_weights
+
+    run.defvjp(run_forward, run_backward)
+    return run

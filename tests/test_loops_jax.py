@@ -1,0 +1,133 @@
+"""The JAX loop (``keras_recurrent.loops.jax``: ``lax.scan`` with its own
+backward pass) gives Keras's numbers: outputs, states and gradients, with
+the weights' gradients summed step by step and over all steps at once,
+masks, ``go_backwards``, recurrent dropout and inside ``jax.jit``.
+"""
+
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+from helpers import (
+    LAYERS,
+    PAIRS,
+    assert_all_close,
+    builtin_reference,
+    gradients,
+    layer_pair,
+    new_layer,
+    random_inputs,
+    random_states,
+)
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="the JAX loop runs on JAX only"
+)
+
+if keras.backend.backend() == "jax":
+    import jax
+
+    from keras_recurrent.loops import jax as jax_loop
+    from keras_recurrent.loops import portable
+
+#: STEPWISE_FROM_BATCH for each way backward computes the weights' gradients.
+REGIMES = {"over_all_steps": 10**9, "step_by_step": 1}
+
+
+def _mask():
+    mask = np.ones((3, 6), bool)
+    mask[0, 4:] = False
+    mask[1, :2] = False
+    mask[2, :] = False
+    return mask
+
+
+def _loss(layer, states, kwargs):
+    def fn(x, *rest):
+        initial = list(rest[: len(states)])
+        outputs = layer(x, initial_state=initial, **kwargs)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return sum(keras.ops.sum(o**2) for o in outputs)
+
+    return fn
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("name", list(PAIRS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"go_backwards": True},
+        {"masked": True},
+        {"masked": True, "go_backwards": True},
+        {"return_sequences": False},
+    ],
+    ids=["plain", "backwards", "masked", "masked_backwards", "last_output"],
+)
+def test_outputs_states_and_gradients_match_builtin(name, options, regime):
+    options = {"return_sequences": True, **options}
+    masked = options.pop("masked", False)
+    ours, builtin = layer_pair(name, return_state=True, **options)
+    assert ours.loop_for(mask=masked or None) == jax_loop.NAME
+    # Keras's JAX loop gives h_0 at masked steps before the first unmasked
+    # one, where its other loops give zeros (see builtin_reference).
+    builtin = builtin_reference(builtin, masked=masked, initial_state=True)
+    x = random_inputs()
+    states = random_states(name)
+    kwargs = {"mask": _mask()} if masked else {}
+    with mock.patch.object(jax_loop, "STEPWISE_FROM_BATCH", REGIMES[regime]):
+        assert_all_close(
+            ours(x, initial_state=states, **kwargs),
+            builtin(x, initial_state=states, **kwargs),
+        )
+        ours_grads = gradients(
+            _loss(ours, states, kwargs), [x, *states, *ours.trainable_variables]
+        )
+    assert_all_close(
+        ours_grads,
+        gradients(
+            _loss(builtin, states, kwargs), [x, *states, *builtin.trainable_variables]
+        ),
+    )
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_every_configuration_matches_the_portable_loop(name, regime):
+    """Every layer configuration, the variants with no built-in included,
+    with a recurrent dropout mask and holes in the sequence mask: the
+    outputs, final states and gradients of ``portable.recurrence`` (JAX's
+    own gradient of ``lax.scan``) under ``jax.jit``."""
+    layer = new_layer(name, return_sequences=True)
+    x = random_inputs(batch=4, time=7)
+    layer.build(x.shape)
+    assert layer.loop_for(mask=True, training=True) == jax_loop.NAME
+    units = layer.cell.units
+    rng = np.random.default_rng(5)
+    states = [
+        rng.normal(size=(4, size)).astype("float32")
+        for size in keras.tree.flatten(layer.cell.state_size)
+    ]
+    rec_mask = (rng.uniform(size=(4, units)) > 0.3).astype("float32") / 0.7
+    mask = rng.uniform(size=(4, 7)) > 0.3
+    values = [v.value for v in layer.trainable_variables]
+
+    def run(loop, values, x, states):
+        mapping = list(zip(layer.trainable_variables, values))
+        with keras.StatelessScope(state_mapping=mapping):
+            _, outputs, final = loop.recurrence(layer, x, states, mask, rec_mask)
+        return outputs, final
+
+    def loss(loop):
+        def fn(values, x, states):
+            outputs, final = run(loop, values, x, states)
+            return keras.ops.sum(outputs**2) + sum(keras.ops.sum(s) for s in final)
+
+        return jax.jit(jax.grad(fn, argnums=(0, 1, 2)))
+
+    with mock.patch.object(jax_loop, "STEPWISE_FROM_BATCH", REGIMES[regime]):
+        ours = [run(jax_loop, values, x, states), loss(jax_loop)(values, x, states)]
+    expected = [run(portable, values, x, states), loss(portable)(values, x, states)]
+    assert_all_close(jax.tree.leaves(ours), jax.tree.leaves(expected))

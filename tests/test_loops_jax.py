@@ -104,13 +104,13 @@ def test_every_configuration_matches_the_portable_loop(name, regime):
     x = random_inputs(batch=4, time=7)
     layer.build(x.shape)
     assert layer.loop_for(mask=True, training=True) == jax_loop.NAME
-    units = layer.cell.units
     rng = np.random.default_rng(5)
     states = [
         rng.normal(size=(4, size)).astype("float32")
         for size in keras.tree.flatten(layer.cell.state_size)
     ]
-    rec_mask = (rng.uniform(size=(4, units)) > 0.3).astype("float32") / 0.7
+    # On h_{t-1}, which has projection_units entries in an LSTMP.
+    rec_mask = (rng.uniform(size=states[0].shape) > 0.3).astype("float32") / 0.7
     mask = rng.uniform(size=(4, 7)) > 0.3
     values = [v.value for v in layer.trainable_variables]
 

@@ -5,8 +5,9 @@ it changes is what each step of its backward pass does:
 
 - forward, ``lax.scan`` runs the cell's step pieces (see
   ``keras_recurrent._cell``), each step projecting its own inputs, and keeps
-  every step's states and the residuals of the VJP of ``update`` (the step
-  without its matmuls: the gates, as JAX's own backward pass keeps them);
+  every step's output and the residuals of the VJP of ``update`` (the step
+  without its matmuls: the gates and the states it reads, as JAX's own
+  backward pass keeps them);
 - backward, a reverse ``lax.scan`` applies each step's VJP of ``update``
   to the states' gradients and sends ``dr_t @ kernel^T`` back to
   ``h_{t-1}``, ``r_t = h_in_t @ kernel`` being the recurrent matmul;
@@ -21,7 +22,8 @@ it changes is what each step of its backward pass does:
   benchmark, that tensor's writes and reads cost more than the small
   matmuls save.
 
-Not differentiated, the loop is the cell's step over ``lax.scan``.
+Not differentiated, the loop is the same forward pass, whose residuals
+XLA never computes, since nothing reads them.
 
 The loop serves the same calls as the TensorFlow one: any cell whose
 ``call`` and ``project_inputs`` are the shared ones, variants included, in
@@ -91,67 +93,45 @@ def _loop(cell, need_hs):
         kernel, _, extra = cell.step_parts(step_weights)
         return kernel, extra
 
-    @jax.custom_vjp
-    def run(xs, masks, rec_mask, states, input_weights, step_weights):
-        # Each step projects its own inputs: one projection of the whole
-        # sequence made a forward pass at S2 of the benchmark 1.5x slower.
-        kernel, update, extra = cell.step_parts(step_weights)
-
-        def body(states, inputs):
-            x_t, mask_t = inputs
-            h_in = recurrent_input(states[0], rec_mask, dtype)
-            projected_t = cell.project(x_t, input_weights)
-            new = update(projected_t, h_in @ kernel, h_in, states, extra)
-            new = portable.keep_masked(mask_t, new, states)
-            return new, new[0]
-
-        final, hs = jax.lax.scan(body, states, (xs, masks))
-        return hs, final
-
-    def step_vjp(update, extra, rec_mask):
-        """``one_step(projected_t, r, old, mask_t) -> (new, vjp)``: the step
-        without its matmul, and its VJP with respect to ``projected_t``,
-        ``r``, ``old`` and ``extra``."""
-
-        def one_step(projected_t, r, old, mask_t):
-            def f(projected_t, r, old, extra):
-                h_in = recurrent_input(old[0], rec_mask, dtype)
-                new = update(projected_t, r, h_in, old, extra)
-                return portable.keep_masked(mask_t, new, old)
-
-            return jax.vjp(f, projected_t, r, old, extra)
-
-        return one_step
-
     treedefs = {}  # the structure of a step's VJP, known once traced
 
     def run_forward(xs, masks, rec_mask, states, input_weights, step_weights):
         kernel, update, extra = cell.step_parts(step_weights)
-        one_step = step_vjp(update, extra, rec_mask)
 
         def body(states, inputs):
             x_t, mask_t = inputs
             h_in = recurrent_input(states[0], rec_mask, dtype)
+            # Each step projects its own inputs: one projection of the whole
+            # sequence made a forward pass at S2 of the benchmark 1.5x slower.
             projected_t = cell.project(x_t, input_weights)
-            new, vjp = one_step(projected_t, h_in @ kernel, states, mask_t)
-            # What backward reads of this step: the VJP's residuals (the
-            # gates, as JAX's own backward pass keeps them).
-            leaves, treedefs["step"] = jax.tree_util.tree_flatten(vjp)
-            return new, (new, leaves)
 
-        final, (stacked, leaves) = jax.lax.scan(body, states, (xs, masks))
-        saved = (xs, rec_mask, states, input_weights, step_weights, stacked)
-        return (stacked[0], final), (saved, leaves)
+            def step(projected_t, r, old, extra):
+                h_in = recurrent_input(old[0], rec_mask, dtype)
+                new = update(projected_t, r, h_in, old, extra)
+                return portable.keep_masked(mask_t, new, old)
+
+            new, vjp = jax.vjp(step, projected_t, h_in @ kernel, states, extra)
+            # What backward reads of this step: the residuals of its VJP (the
+            # gates, and the states it reads, as JAX's own gradient keeps them).
+            leaves, treedefs["step"] = jax.tree_util.tree_flatten(vjp)
+            return new, (new[0], leaves)
+
+        final, (hs, leaves) = jax.lax.scan(body, states, (xs, masks))
+        saved = (xs, rec_mask, states[0], input_weights, step_weights, hs, leaves)
+        return (hs, final), saved
+
+    @jax.custom_vjp
+    def run(*inputs):
+        # Not differentiated, the residuals are computed and never read.
+        return run_forward(*inputs)[0]
 
     def run_backward(residuals, d_outputs):
-        (xs, rec_mask, states, input_weights, step_weights, stacked), leaves = residuals
+        xs, rec_mask, h_0, input_weights, step_weights, hs, leaves = residuals
         d_hs, d_final = d_outputs
         (kernel, extra), parts_vjp = jax.vjp(parts, step_weights)
         # The h each step started from: the initial one, then every step's
         # but the last.
-        h_ins = recurrent_input(
-            jnp.concatenate([states[0][None], stacked[0][:-1]]), rec_mask, dtype
-        )
+        h_ins = recurrent_input(jnp.concatenate([h_0[None], hs[:-1]]), rec_mask, dtype)
 
         # Small batches: each step's gradients of the recurrent matmul and
         # of the projection are kept, for one matmul each over all steps.
@@ -183,12 +163,11 @@ def _loop(cell, need_hs):
             return (d_old, d_extra, d_kernel, d_input_weights), d_x
 
         inputs = (xs, h_ins, leaves, d_hs if need_hs else None)
-        zeros = [jnp.zeros_like(w) for w in (*extra, kernel, *input_weights)]
         carry = (
             list(d_final),
-            zeros[: len(extra)],
-            zeros[len(extra)],
-            zeros[len(extra) + 1 :],
+            [jnp.zeros_like(e) for e in extra],
+            jnp.zeros_like(kernel),
+            [jnp.zeros_like(w) for w in input_weights],
         )
         (d_states, d_extra, d_kernel, d_input_weights), d_steps = jax.lax.scan(
             body, carry, inputs, reverse=True

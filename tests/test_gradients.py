@@ -3,8 +3,9 @@
 For every layer (``SimpleRNN``, ``LSTM`` with and without peepholes, ``GRU``
 with ``reset_after`` True and False) and both time loops it can run (its own
 loop, the one ``layer.loop_for()`` names: on TensorFlow the XLA-compiled
-loop with its custom gradient, on PyTorch the fused kernel where there is
-one, elsewhere ``keras.ops.scan``; and the unrolled loop), with and without
+loop with its custom gradient, on JAX ``lax.scan`` with its custom VJP, on
+PyTorch the fused kernel where there is one, elsewhere ``keras.ops.scan``;
+and the unrolled loop), with and without
 a mask, the gradient of the scalar loss ``sum(P * outputs)`` over the
 output sequence and the final states, with respect to the inputs, the
 initial states and every weight, agrees entry by entry with central finite

@@ -26,7 +26,7 @@ import keras_recurrent as kr
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
-    reason="TensorFlow-only loops; other backends run the portable keras.ops loop",
+    reason="TensorFlow-only loops",
 )
 
 if keras.backend.backend() == "tensorflow":

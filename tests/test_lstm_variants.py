@@ -261,10 +261,10 @@ def test_every_weight_gradient_matches_finite_differences():
 
 
 def test_which_loop_serves_which_options():
-    """TensorFlow's compiled loop and JAX's serve every variant; on PyTorch the fused
-    path (``torch.lstm``, or ``LSTMSequence`` with peepholes) only the LSTM
-    without clip or layer norm, and not peepholes and a projection together
-    (a projection smaller than the cell: torch.nn.LSTM's limit)."""
+    """TensorFlow's compiled loop and JAX's serve every variant; on PyTorch
+    the fused path (``torch.lstm``, or ``LSTMSequence`` with peepholes) only
+    the LSTM without clip or layer norm, and not peepholes and a projection
+    together (a projection smaller than the cell: torch.nn.LSTM's limit)."""
     backend = keras.backend.backend()
     for peepholes, clip, projection, layer_norm in itertools.product(
         [False, True], repeat=4

@@ -3,8 +3,9 @@
 Both tests run once per time loop of ours (``LOOPS``): our cell inside
 ``keras.layers.RNN`` (with ``unroll`` drawn), our layer with ``unroll=True``,
 and our layer's own loop (on TensorFlow the XLA-compiled loop of
-``keras_recurrent.loops.tensorflow``, on PyTorch the fused kernel where
-the configuration has one, elsewhere ``keras.ops.scan``). Within a loop,
+``keras_recurrent.loops.tensorflow``, on JAX ``lax.scan`` with its custom
+VJP, on PyTorch the fused kernel where the configuration has one, elsewhere
+``keras.ops.scan``). Within a loop,
 each example draws a layer and every option that changes its numbers: layer
 type, units, features, batch, time steps (from 1), activations, ``use_bias``,
 ``return_sequences``, ``return_state``, ``go_backwards``, GRU ``reset_after``,

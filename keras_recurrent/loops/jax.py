@@ -112,9 +112,18 @@ def _loop(cell, need_hs):
 
             new, vjp = jax.vjp(step, projected_t, h_in @ kernel, states, extra)
             # What backward reads of this step: the residuals of its VJP (the
-            # gates, and the states it reads, as JAX's own gradient keeps them).
+            # gates, and the states it reads, as JAX's own gradient keeps them),
+            # except those that are h_t or h_{t-1} (SimpleRNN's tanh keeps its
+            # output), which backward has already.
             leaves, treedefs["step"] = jax.tree_util.tree_flatten(vjp)
-            return new, (new[0], leaves)
+            known = {id(new[0]): "h", id(states[0]): "h_before"}
+            treedefs["shared"] = [known.get(id(leaf)) for leaf in leaves]
+            kept = [
+                leaf
+                for leaf, shared in zip(leaves, treedefs["shared"])
+                if shared is None
+            ]
+            return new, (new[0], kept)
 
         final, (hs, leaves) = jax.lax.scan(body, states, (xs, masks))
         saved = (xs, rec_mask, states[0], input_weights, step_weights, hs, leaves)
@@ -131,7 +140,8 @@ def _loop(cell, need_hs):
         (kernel, extra), parts_vjp = jax.vjp(parts, step_weights)
         # The h each step started from: the initial one, then every step's
         # but the last.
-        h_ins = recurrent_input(jnp.concatenate([h_0[None], hs[:-1]]), rec_mask, dtype)
+        hs_before = jnp.concatenate([h_0[None], hs[:-1]])
+        h_ins = recurrent_input(hs_before, rec_mask, dtype)
 
         # Small batches: each step's gradients of the recurrent matmul and
         # of the projection are kept, for one matmul each over all steps.
@@ -141,10 +151,16 @@ def _loop(cell, need_hs):
 
         def body(carry, inputs):
             d_states, d_extra, d_kernel, d_input_weights = carry
-            x_t, h_in, leaves_t, d_h_t = inputs
+            x_t, h_in, kept_t, h_t, h_before_t, d_h_t = inputs
             d_new = list(d_states)
             if need_hs:
                 d_new[0] = d_new[0] + d_h_t
+            kept_t = iter(kept_t)
+            states_t = {"h": h_t, "h_before": h_before_t}
+            leaves_t = [
+                next(kept_t) if shared is None else states_t[shared]
+                for shared in treedefs["shared"]
+            ]
             vjp = jax.tree_util.tree_unflatten(treedefs["step"], leaves_t)
             d_projected, d_r, d_old, d_step_extra = vjp(d_new)
             d_h_in = d_r @ kernel.T
@@ -162,7 +178,7 @@ def _loop(cell, need_hs):
             d_input_weights = [a + b for a, b in zip(d_input_weights, d_in)]
             return (d_old, d_extra, d_kernel, d_input_weights), d_x
 
-        inputs = (xs, h_ins, leaves, d_hs if need_hs else None)
+        inputs = (xs, h_ins, leaves, hs, hs_before, d_hs if need_hs else None)
         carry = (
             list(d_final),
             [jnp.zeros_like(e) for e in extra],

@@ -7,7 +7,8 @@ it changes is what each step of its backward pass does:
   ``keras_recurrent._cell``), each step projecting its own inputs, and keeps
   every step's output and the residuals of the VJP of ``update`` (the step
   without its matmuls: the gates and the states it reads, as JAX's own
-  backward pass keeps them);
+  backward pass keeps them), but not those that are the step's ``h`` or
+  ``h_{t-1}``, which backward reads from the outputs;
 - backward, a reverse ``lax.scan`` applies each step's VJP of ``update``
   to the states' gradients and sends ``dr_t @ kernel^T`` back to
   ``h_{t-1}``, ``r_t = h_in_t @ kernel`` being the recurrent matmul;
@@ -22,8 +23,8 @@ it changes is what each step of its backward pass does:
   benchmark, that tensor's writes and reads cost more than the small
   matmuls save.
 
-Not differentiated, the loop is the same forward pass, whose residuals
-XLA never computes, since nothing reads them.
+Not differentiated, the loop is the same forward pass, of which XLA stores
+no residual, since nothing reads them.
 
 The loop serves the same calls as the TensorFlow one: any cell whose
 ``call`` and ``project_inputs`` are the shared ones, variants included, in
@@ -131,7 +132,7 @@ def _loop(cell, need_hs):
 
     @jax.custom_vjp
     def run(*inputs):
-        # Not differentiated, the residuals are computed and never read.
+        # Not differentiated: nothing reads the residuals, and XLA stores none.
         return run_forward(*inputs)[0]
 
     def run_backward(residuals, d_outputs):

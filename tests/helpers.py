@@ -191,6 +191,11 @@ MASKS = {
         [0, 0, 0, 0, 0, 1],
         [1, 1, 1, 1, 1, 1],
     ],
+    "padded_leading_and_empty": [
+        [1, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 1],
+        [0, 0, 0, 0, 0, 0],
+    ],
 }
 
 
@@ -300,6 +305,29 @@ def assert_all_close(actual, expected, atol=ATOL, rtol=0.0):
             atol=atol,
             rtol=rtol,
         )
+
+
+def assert_matches_builtin(ours, builtin, x, states, kwargs):
+    """Outputs, and the gradients of the inputs, initial states and every
+    weight of the sum of squares of all outputs, are the built-in's."""
+
+    def loss(layer):
+        def fn(x, *rest):
+            initial = list(rest[: len(states)])
+            outputs = layer(x, initial_state=initial, **kwargs)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return sum(keras.ops.sum(o**2) for o in outputs)
+
+        return fn
+
+    assert_all_close(
+        ours(x, initial_state=states, **kwargs),
+        builtin(x, initial_state=states, **kwargs),
+    )
+    assert_all_close(
+        gradients(loss(ours), [x, *states, *ours.trainable_variables]),
+        gradients(loss(builtin), [x, *states, *builtin.trainable_variables]),
+    )
 
 
 def gradients(loss_fn, tensors):

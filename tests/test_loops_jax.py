@@ -13,9 +13,10 @@ from helpers import (
     LAYERS,
     PAIRS,
     assert_all_close,
+    assert_matches_builtin,
     builtin_reference,
-    gradients,
     layer_pair,
+    mask_array,
     new_layer,
     random_inputs,
     random_states,
@@ -33,24 +34,6 @@ if keras.backend.backend() == "jax":
 
 #: STEPWISE_FROM_BATCH for each way backward computes the weights' gradients.
 REGIMES = {"over_all_steps": 10**9, "step_by_step": 1}
-
-
-def _mask():
-    mask = np.ones((3, 6), bool)
-    mask[0, 4:] = False
-    mask[1, :2] = False
-    mask[2, :] = False
-    return mask
-
-
-def _loss(layer, states, kwargs):
-    def fn(x, *rest):
-        initial = list(rest[: len(states)])
-        outputs = layer(x, initial_state=initial, **kwargs)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return sum(keras.ops.sum(o**2) for o in outputs)
-
-    return fn
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))
@@ -76,21 +59,9 @@ def test_outputs_states_and_gradients_match_builtin(name, options, regime):
     builtin = builtin_reference(builtin, masked=masked, initial_state=True)
     x = random_inputs()
     states = random_states(name)
-    kwargs = {"mask": _mask()} if masked else {}
+    kwargs = {"mask": mask_array("padded_leading_and_empty")} if masked else {}
     with mock.patch.object(jax_loop, "STEPWISE_FROM_BATCH", REGIMES[regime]):
-        assert_all_close(
-            ours(x, initial_state=states, **kwargs),
-            builtin(x, initial_state=states, **kwargs),
-        )
-        ours_grads = gradients(
-            _loss(ours, states, kwargs), [x, *states, *ours.trainable_variables]
-        )
-    assert_all_close(
-        ours_grads,
-        gradients(
-            _loss(builtin, states, kwargs), [x, *states, *builtin.trainable_variables]
-        ),
-    )
+        assert_matches_builtin(ours, builtin, x, states, kwargs)
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))

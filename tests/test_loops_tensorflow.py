@@ -14,6 +14,7 @@ import test_variants
 from helpers import (
     PAIRS,
     assert_all_close,
+    assert_matches_builtin,
     gradients,
     layer_pair,
     random_inputs,
@@ -35,14 +36,6 @@ if keras.backend.backend() == "tensorflow":
     from keras_recurrent.loops import tensorflow as tf_loop
 
 
-def _mask():
-    mask = np.ones((3, 6), bool)
-    mask[0, 4:] = False
-    mask[1, :2] = False
-    mask[2, :] = False
-    return mask
-
-
 @pytest.mark.parametrize("name", list(PAIRS))
 @pytest.mark.parametrize(
     "options",
@@ -62,31 +55,8 @@ def test_outputs_states_and_gradients_match_builtin(name, options):
     )
     x = random_inputs()
     states = random_states(name)
-    kwargs = {"mask": _mask()} if masked else {}
-    _assert_matches(ours, builtin, x, states, kwargs)
-
-
-def _assert_matches(ours, builtin, x, states, kwargs):
-    """Outputs, and the gradients of the inputs, initial states and every
-    weight of the sum of squares of all outputs, are the built-in's."""
-
-    def loss(layer):
-        def fn(x, *rest):
-            initial = list(rest[: len(states)])
-            outputs = layer(x, initial_state=initial, **kwargs)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            return sum(keras.ops.sum(o**2) for o in outputs)
-
-        return fn
-
-    assert_all_close(
-        ours(x, initial_state=states, **kwargs),
-        builtin(x, initial_state=states, **kwargs),
-    )
-    assert_all_close(
-        gradients(loss(ours), [x, *states, *ours.trainable_variables]),
-        gradients(loss(builtin), [x, *states, *builtin.trainable_variables]),
-    )
+    kwargs = {"mask": _mask_array("padded_leading_and_empty")} if masked else {}
+    assert_matches_builtin(ours, builtin, x, states, kwargs)
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -371,7 +341,7 @@ def test_a_sequence_in_several_pieces_matches_builtin(
         kwargs["mask"] = _long_mask(batch, time)
     width = ours.cell.kernel.shape[-1]
     lengths = _in_pieces_of(monkeypatch, 3, batch, width)
-    _assert_matches(ours, builtin, x, states, kwargs)
+    assert_matches_builtin(ours, builtin, x, states, kwargs)
     assert lengths and set(lengths) == {3}, lengths
 
 

@@ -37,7 +37,7 @@ import jax
 from jax import numpy as jnp
 from keras import ops
 
-from keras_recurrent._cell import StepCell, declared, recurrent_input
+from keras_recurrent._cell import declared, recurrent_input
 from keras_recurrent.loops import portable
 
 NAME = "jax-vjp"
@@ -48,15 +48,9 @@ STEPWISE_FROM_BATCH = 64
 
 
 def serves(layer, mask, recurrent_dropout_mask):
-    """Whether this loop runs ``layer``: in float32 and float64, unless
-    ``unroll=True``, with or without masks, for a cell whose inputs are
-    projected by the shared ``project_inputs``."""
-    cell = layer.cell
-    return (
-        not layer.unroll
-        and cell.compute_dtype in ("float32", "float64")
-        and type(cell).project_inputs is StepCell.project_inputs
-    )
+    """Whether this loop runs ``layer``: see
+    :func:`keras_recurrent.loops.portable.step_pieces_serve`."""
+    return portable.step_pieces_serve(layer)
 
 
 def recurrence(

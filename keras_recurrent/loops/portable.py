@@ -9,13 +9,17 @@ features as the inputs (4 * units for an LSTM). On JAX each step projects
 its own time step (see :func:`recurrence`).
 
 The pieces every loop shares, whether it runs here or in a backend's fast
-path, are functions here: :func:`time_major` (masks and ``go_backwards``),
+path, are functions here: :func:`step_pieces_serve` (which calls the fast
+paths with their own backward pass serve), :func:`time_major` (masks and
+``go_backwards``),
 :func:`keep_masked` (the states at a masked step) and :func:`finish` (the
 outputs at masked steps).
 """
 
 import keras
 from keras import ops
+
+from keras_recurrent._cell import StepCell
 
 NAME = "portable"
 
@@ -95,6 +99,21 @@ def recurrence(
         states, stacked = ops.scan(body, tuple(states), scan_inputs)
         hs = stacked[0] if stack_all else stacked
     return finish(layer, hs, states, masks)
+
+
+def step_pieces_serve(layer):
+    """Whether a loop that runs the cell's step pieces with a backward pass
+    of its own (TensorFlow's and JAX's fast paths) computes ``layer``: in
+    float32 and float64, unless ``unroll=True``, with or without masks and
+    recurrent dropout, for a cell whose inputs are projected by the shared
+    ``project_inputs`` (the loops call ``project`` with the weights as
+    arguments)."""
+    cell = layer.cell
+    return (
+        not layer.unroll
+        and cell.compute_dtype in ("float32", "float64")
+        and type(cell).project_inputs is StepCell.project_inputs
+    )
 
 
 def time_major(layer, sequences, mask):

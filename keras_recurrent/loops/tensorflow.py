@@ -43,7 +43,6 @@ import weakref
 import tensorflow as tf
 
 from keras_recurrent._cell import (
-    StepCell,
     claimed_kernel,
     declared,
     recurrent_input,
@@ -66,16 +65,9 @@ _STEP_FUNCTIONS = ("activation", "recurrent_activation")
 
 
 def serves(layer, mask, recurrent_dropout_mask):
-    """Whether this loop runs ``layer``: in float32 and float64, unless
-    ``unroll=True``, with or without masks, for a cell whose inputs are
-    projected by the shared ``project_inputs`` (the loop calls ``project``
-    with the weights as arguments)."""
-    cell = layer.cell
-    return (
-        not layer.unroll
-        and cell.compute_dtype in ("float32", "float64")
-        and type(cell).project_inputs is StepCell.project_inputs
-    )
+    """Whether this loop runs ``layer``: see
+    :func:`keras_recurrent.loops.portable.step_pieces_serve`."""
+    return portable.step_pieces_serve(layer)
 
 
 def recurrence(

@@ -1,7 +1,8 @@
 """The JAX loop (``keras_recurrent.loops.jax``: ``lax.scan`` with its own
 backward pass) gives Keras's numbers: outputs, states and gradients, with
 the weights' gradients summed step by step and over all steps at once,
-masks, ``go_backwards``, recurrent dropout and inside ``jax.jit``.
+masks, ``go_backwards``, recurrent dropout and inside ``jax.jit``; and each
+layer's loop is jitted once, so that eager calls compile once per shape.
 """
 
 from unittest import mock
@@ -22,6 +23,8 @@ from helpers import (
     random_states,
 )
 
+import keras_recurrent as kr
+
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the JAX loop runs on JAX only"
 )
@@ -30,7 +33,7 @@ if keras.backend.backend() == "jax":
     import jax
 
     from keras_recurrent.loops import jax as jax_loop
-    from keras_recurrent.loops import portable
+    from keras_recurrent.loops import portable, shared
 
 #: STEPWISE_FROM_BATCH for each way backward computes the weights' gradients.
 REGIMES = {"over_all_steps": 10**9, "step_by_step": 1}
@@ -102,3 +105,39 @@ def test_every_configuration_matches_the_portable_loop(name, regime):
         ours = [run(jax_loop, values, x, states), loss(jax_loop)(values, x, states)]
     expected = [run(portable, values, x, states), loss(portable)(values, x, states)]
     assert_all_close(jax.tree.leaves(ours), jax.tree.leaves(expected))
+
+
+def test_a_layer_called_eagerly_traces_its_loop_once_per_shape():
+    """Outside a compiled function (a notebook's calls), each layer's loop
+    is jitted once: later calls of the same shapes trace and compile
+    nothing."""
+    with (
+        mock.patch.object(jax_loop, "_LOOPS", shared.Loops(share_alike=False)),
+        mock.patch.object(jax_loop, "_loop", wraps=jax_loop._loop) as traced,
+    ):
+        layer, other = new_layer("lstm"), new_layer("lstm")
+        for _ in range(3):
+            layer(random_inputs(time=5))
+        assert traced.call_count == 1
+        layer(random_inputs(time=6))
+        other(random_inputs(time=5))
+        assert traced.call_count == 3
+
+
+def test_each_cell_has_its_own_jitted_loop_and_numbers():
+    first, same = kr.LSTM(4), kr.LSTM(4)
+    loop = jax_loop._compiled(first.cell, True)
+    assert jax_loop._compiled(first.cell, True) is loop
+    assert jax_loop._compiled(same.cell, True) is not loop
+    assert jax_loop._compiled(first.cell, False) is not loop
+    x = random_inputs()
+    outputs = []
+    for seed in (1, 2):
+        ours, builtin = layer_pair("lstm")
+        rng = np.random.default_rng(seed)
+        weights = [w + rng.normal(size=w.shape) for w in builtin.get_weights()]
+        builtin.set_weights(weights)
+        ours.set_weights(weights)
+        assert_all_close(ours(x), builtin(x))
+        outputs.append(keras.ops.convert_to_numpy(ours(x)))
+    assert not np.allclose(*outputs)

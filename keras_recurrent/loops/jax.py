@@ -38,13 +38,18 @@ from jax import numpy as jnp
 from keras import ops
 
 from keras_recurrent._cell import declared, recurrent_input
-from keras_recurrent.loops import portable
+from keras_recurrent.loops import portable, shared
 
 NAME = "jax-vjp"
 
 #: From this batch size on, backward sums the weights' gradients step by
 #: step (see the module's docstring).
 STEPWISE_FROM_BATCH = 64
+
+# The jitted loop per cell and options. Cells alike do not share it: telling
+# them apart would import TensorFlow (see shared.Loops), and models compiled
+# by Keras's trainer trace their loops anew in any case.
+_LOOPS = shared.Loops(share_alike=False)
 
 
 def serves(layer, mask, recurrent_dropout_mask):
@@ -68,12 +73,26 @@ def recurrence(
     ]
     states = [ops.cast(s, cell.variable_dtype) for s in initial_state]
     need_hs = layer.return_sequences
-    hs, final = _loop(cell, need_hs)(
+    hs, final = _compiled(cell, need_hs)(
         xs, masks, recurrent_dropout_mask, states, *weights
     )
     if not need_hs:
         hs = jax.lax.stop_gradient(hs)
     return portable.finish(layer, hs, final, masks)
+
+
+def _compiled(cell, need_hs):
+    """:func:`_loop`, under ``jax.jit``: made once per cell and options, so
+    that a layer called outside a compiled function, as in a notebook,
+    traces and compiles once per shape, not at every call (each compilation
+    also holds memory mappings: a long run of eager calls ran out of them).
+    The regime of backward is read when it is traced, so
+    ``STEPWISE_FROM_BATCH`` is one of the options."""
+
+    def build(cell_ref):
+        return jax.jit(lambda *inputs: _loop(cell_ref(), need_hs)(*inputs))
+
+    return _LOOPS.get(cell, (need_hs, STEPWISE_FROM_BATCH), build)
 
 
 def _loop(cell, need_hs):

@@ -37,9 +37,6 @@ size have one length when the sequence length is unknown when traced (see
 ``_loop``).
 """
 
-import json
-import weakref
-
 import tensorflow as tf
 
 from keras_recurrent._cell import (
@@ -47,21 +44,11 @@ from keras_recurrent._cell import (
     declared,
     recurrent_input,
 )
-from keras_recurrent.loops import portable, tf2onnx_handlers
+from keras_recurrent.loops import portable, shared, tf2onnx_handlers
 
 NAME = "xla"
 
-# The compiled loops. A cell whose step is defined by its class and config
-# (``step_from_config``) shares them with every cell like it, so that models
-# of the same architecture (another seed, a sweep, a test) compile once:
-# (class, config, options) -> (forward, backward). Any other cell has its own.
-_SHARED = {}
-_TEMPLATES = {}  # (class, config) -> the cell the shared loops are traced from
-_LOOPS = weakref.WeakKeyDictionary()  # cell -> {options: (forward, backward)}
-_KEYS = weakref.WeakKeyDictionary()  # cell -> its _shared_key, worked out once
-
-#: The functions a cell's step calls, which its config names but does not hold.
-_STEP_FUNCTIONS = ("activation", "recurrent_activation")
+_LOOPS = shared.Loops()  # (forward, backward) per cell and options
 
 
 def serves(layer, mask, recurrent_dropout_mask):
@@ -398,66 +385,22 @@ def _in_pieces(cell, loops, xs, masks, rec_mask, states, weights, need_hs, train
     return final, hs, backward_over
 
 
-def _shared_key(cell):
-    """What identifies ``cell``'s step among cells that share compiled loops,
-    or None for a cell that has loops of its own."""
-    if not declared(cell, "step_from_config", False):
-        return None
-    config = dict(cell.get_config())
-    config.pop("name", None)
-    # Objects without a config (a function passed as activation, say) show
-    # as their repr, which names them: cells share only with their own kind.
-    return type(cell), json.dumps(config, sort_keys=True, default=repr)
-
-
-def _shares(cell, key):
-    """Whether ``cell`` can run the loops shared under ``key``: the cell they
-    are traced from, rebuilt from a config, must call the very functions
-    ``cell`` calls. A config names a function, it does not hold it: two
-    closures of one name have one config, and a function Keras cannot find
-    by its name does not rebuild at all."""
-    if key not in _TEMPLATES:
-        try:
-            _TEMPLATES[key] = type(cell).from_config(cell.get_config())
-        except (TypeError, ValueError):
-            return False
-    template = _TEMPLATES[key]
-    return all(
-        getattr(template, name, None) is getattr(cell, name, None)
-        for name in _STEP_FUNCTIONS
+def _functions(cell, has_mask, has_rec_mask):
+    """The compiled forward and backward loops for ``cell``: shared between
+    cells of the same class and config where the step allows it, else made
+    per cell (see :mod:`keras_recurrent.loops.shared`)."""
+    return _LOOPS.get(
+        cell,
+        (has_mask, has_rec_mask),
+        lambda cell_ref: _compile(cell_ref, has_mask, has_rec_mask),
     )
 
 
-def _functions(cell, has_mask, has_rec_mask):
-    """The compiled forward and backward loops for ``cell``: shared between
-    cells of the same class and config where the step allows it (see
-    ``_SHARED``), else cached per cell."""
-    options = (has_mask, has_rec_mask)
-    if cell not in _KEYS:
-        key = _shared_key(cell)
-        _KEYS[cell] = key if key is not None and _shares(cell, key) else None
-    shared_key = _KEYS[cell]
-    if shared_key is not None:
-        cache, key = _SHARED, (*shared_key, options)
-    else:
-        cache, key = _LOOPS.setdefault(cell, {}), options
-    if key in cache:
-        return cache[key]
+def _compile(cell_ref, has_mask, has_rec_mask):
+    """The forward and backward loops of the cell ``cell_ref()`` returns."""
     # The loops are calls that TensorFlow never inlines: tf2onnx converts
     # them by the handler that inlines them.
     tf2onnx_handlers.register()
-    if shared_key is not None:
-        # The step is traced from a copy made from the config, which the
-        # cache keeps: never from a model's own cell, which it would keep
-        # alive.
-        template = _TEMPLATES[shared_key]
-
-        def cell_ref():
-            return template
-    else:
-        # A weak reference, so that the cached functions do not keep the
-        # cell alive.
-        cell_ref = weakref.ref(cell)
 
     def forward(xs, masks, rec_mask, states, weights, steps):
         """Final states after the first ``steps`` steps of ``xs``, and every
@@ -564,8 +507,7 @@ def _functions(cell, has_mask, has_rec_mask):
         )
         return d_xs, d_states, d_weights
 
-    cache[key] = (
+    return (
         tf.function(forward, jit_compile=True, autograph=False),
         tf.function(backward, jit_compile=True, autograph=False),
     )
-    return cache[key]

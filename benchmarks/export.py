@@ -42,7 +42,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import rnn
+from benchmarks import models, rnn
 
 FORMATS = ("onnx", "litert")
 SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}
@@ -62,7 +62,7 @@ SEQUENCE_OPS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", nargs="+", default=list(rnn.LAYERS))
+    parser.add_argument("--layers", nargs="+", default=list(models.LAYERS))
     parser.add_argument("--size", default=None, help="S1 (Q1 with --quick) or B/T/F/H")
     parser.add_argument(
         "--repeats", type=int, help="timed calls per side (30; --quick 5)"
@@ -71,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="size Q1, 5 repeats")
     parser.add_argument("--out", type=Path, help="where to write the results")
     args = parser.parse_args(argv)
-    args.size = rnn.resolve_size(args.size or ("Q1" if args.quick else "S1"))
+    args.size = models.resolve_size(args.size or ("Q1" if args.quick else "S1"))
     if args.repeats is None:
         args.repeats = 5 if args.quick else 30
     if args.out is None:
@@ -153,7 +153,7 @@ def describe(ops):
 
 def bench_layer(keras, kr, np, layer, size, fmt, repeats, warmup, folder):
     batch, steps, features, _ = size
-    builtin, ours = rnn.build_models(keras, kr, layer, (None, *size[1:]), "auto")
+    builtin, ours = models.build_models(keras, kr, layer, (None, *size[1:]), "auto")
     x = np.random.default_rng(0).normal(size=(batch, steps, features))
     x = x.astype("float32")
     row = {"layer": layer, "size": "/".join(map(str, size)), "format": fmt}

@@ -2,7 +2,7 @@
 
     python -m benchmarks.memory lstm 32/100/32/128 ours
 
-Builds the model of ``benchmarks.rnn`` for that layer, size and side
+Builds the model of ``benchmarks.models`` for that layer, size and side
 (``ours`` or ``builtin``), runs two training steps untimed, then measures how
 far each of three more steps raises the process's resident memory above
 where the step started, and prints the median in MiB as JSON. Linux only:
@@ -67,7 +67,7 @@ def main(argv):
     import numpy as np
 
     import keras_recurrent as kr
-    from benchmarks.rnn import build_model, resolve_size
+    from benchmarks.models import build_model, resolve_size
 
     size = resolve_size(size)
     batch, steps, features, _ = size

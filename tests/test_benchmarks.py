@@ -6,7 +6,7 @@ import os
 import keras
 import pytest
 
-from benchmarks import export, memory, pipeline, rnn
+from benchmarks import export, memory, models, pipeline, rnn
 
 
 def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
@@ -29,7 +29,7 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
     )
     expected = {
         (layer, work, mask)
-        for layer in rnn.LAYERS
+        for layer in models.LAYERS
         for work in rnn.WORK
         for mask in ("none", "holes")
     }
@@ -42,7 +42,7 @@ def test_quick_run_agrees_with_builtins_and_writes_reports(tmp_path):
     for row in rows:
         assert row["builtin_ms"] > 0 and row["ours_ms"] > 0
         assert row["path"] in loops[keras.backend.backend()]
-        if row["layer"] in rnn.SAME_AS_BUILTIN:
+        if row["layer"] in models.SAME_AS_BUILTIN:
             assert row["max_abs_difference"] < 1e-5
         else:
             assert row["max_abs_difference"] is None
@@ -71,7 +71,7 @@ def test_masks_keep_each_sequences_first_step():
 
 def test_bad_size_is_rejected_with_the_value():
     try:
-        rnn.resolve_size("32x100")
+        models.resolve_size("32x100")
     except SystemExit as error:
         assert "Received: --sizes 32x100" in str(error)
     else:

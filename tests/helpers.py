@@ -330,6 +330,23 @@ def assert_matches_builtin(ours, builtin, x, states, kwargs):
     )
 
 
+def assert_layers_keep_their_own_numbers(name):
+    """Two layers of configuration ``name``, given different weights, each
+    compute the built-in's numbers with their own weights (a compiled loop
+    cached across layers takes the weights as inputs, never as constants)."""
+    x = random_inputs()
+    outputs = []
+    for seed in (1, 2):
+        ours, builtin = layer_pair(name)
+        rng = np.random.default_rng(seed)
+        weights = [w + rng.normal(size=w.shape) for w in builtin.get_weights()]
+        builtin.set_weights(weights)
+        ours.set_weights(weights)
+        assert_all_close(ours(x), builtin(x))
+        outputs.append(keras.ops.convert_to_numpy(ours(x)))
+    assert not np.allclose(*outputs)
+
+
 def gradients(loss_fn, tensors):
     """Gradients of the scalar ``loss_fn(*tensors)`` with respect to ``tensors``.
 

@@ -11,9 +11,8 @@ its own time step (see :func:`recurrence`).
 The pieces every loop shares, whether it runs here or in a backend's fast
 path, are functions here: :func:`step_pieces_serve` (which calls the fast
 paths with their own backward pass serve), :func:`time_major` (masks and
-``go_backwards``),
-:func:`keep_masked` (the states at a masked step) and :func:`finish` (the
-outputs at masked steps).
+``go_backwards``), :func:`keep_masked` (the states at a masked step) and
+:func:`finish` (the outputs at masked steps).
 """
 
 import keras

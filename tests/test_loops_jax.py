@@ -132,3 +132,18 @@ def test_each_cell_has_its_own_jitted_loop_and_numbers():
     assert jax_loop._compiled(same.cell, True) is not loop
     assert jax_loop._compiled(first.cell, False) is not loop
     assert_layers_keep_their_own_numbers("lstm")
+
+
+@pytest.mark.parametrize(
+    "name, own", [("lstm", True), ("lstm_peepholes", True), ("gru", False)]
+)
+def test_the_lstms_steps_take_their_own_vjp(name, own):
+    """A cell that claims the LSTM's equations runs ``_lstm_step`` (whose
+    numbers the tests above compare); other cells JAX's own VJP."""
+    layer = new_layer(name)
+    with (
+        mock.patch.object(jax_loop, "_LOOPS", shared.Loops(share_alike=False)),
+        mock.patch.object(jax_loop, "_lstm_step", wraps=jax_loop._lstm_step) as step,
+    ):
+        layer(random_inputs(time=3))
+    assert step.called == own

@@ -33,11 +33,13 @@ too. The cell's step pieces take every weight as an argument, which is what
 a custom VJP needs: it differentiates its explicit inputs only.
 """
 
+import functools
+
 import jax
 from jax import numpy as jnp
 from keras import ops
 
-from keras_recurrent._cell import declared, recurrent_input
+from keras_recurrent._cell import claimed_kernel, declared, recurrent_input
 from keras_recurrent.loops import portable, shared
 
 NAME = "jax-vjp"
@@ -101,6 +103,10 @@ def _loop(cell, need_hs):
     ``masks`` and ``rec_mask`` may be None and get no gradient, nor does
     ``hs`` without ``need_hs``."""
     dtype = cell.compute_dtype
+    claim = claimed_kernel(cell)
+    own_vjp = None
+    if claim is not None and claim.name in _LSTM_KERNELS:
+        own_vjp = functools.partial(_lstm_step, claim.name == "lstm_peephole")
 
     def parts(step_weights):
         """The recurrent kernel and the ``extra`` tensors of the step."""
@@ -124,13 +130,17 @@ def _loop(cell, need_hs):
                 new = update(projected_t, r, h_in, old, extra)
                 return portable.keep_masked(mask_t, new, old)
 
-            new, vjp = jax.vjp(step, projected_t, h_in @ kernel, states, extra)
+            if own_vjp is None:
+                new, vjp = jax.vjp(step, projected_t, h_in @ kernel, states, extra)
+            else:
+                new, vjp = own_vjp(projected_t, h_in @ kernel, states, extra, mask_t)
             # What backward reads of this step: the residuals of its VJP (the
             # gates, and the states it reads, as JAX's own gradient keeps them),
             # except those that are h_t or h_{t-1} (SimpleRNN's tanh keeps its
-            # output), which backward has already.
+            # output) or a weight in extra, which backward has already.
             leaves, treedefs["step"] = jax.tree_util.tree_flatten(vjp)
             known = {id(new[0]): "h", id(states[0]): "h_before"}
+            known.update((id(e), index) for index, e in enumerate(extra))
             treedefs["shared"] = [known.get(id(leaf)) for leaf in leaves]
             kept = [
                 leaf
@@ -170,7 +180,7 @@ def _loop(cell, need_hs):
             if need_hs:
                 d_new[0] = d_new[0] + d_h_t
             kept_t = iter(kept_t)
-            states_t = {"h": h_t, "h_before": h_before_t}
+            states_t = {"h": h_t, "h_before": h_before_t, **dict(enumerate(extra))}
             leaves_t = [
                 next(kept_t) if shared is None else states_t[shared]
                 for shared in treedefs["shared"]
@@ -214,3 +224,69 @@ def _loop(cell, need_hs):
 
     run.defvjp(run_forward, run_backward)
     return run
+
+
+#: The kernels whose steps :func:`_lstm_step` differentiates.
+_LSTM_KERNELS = ("lstm", "lstm_peephole")
+
+
+def _lstm_step(peepholes, projected_t, r, states, extra, mask_t):
+    """``(new_states, vjp)``, as ``jax.vjp`` of the loop's step gives them,
+    for a cell that claims the LSTM's equations (``"lstm"`` or
+    ``"lstm_peephole"``, see ``keras_recurrent._cell.FusedKernel``), whose
+    ``extra`` is ``[]`` or ``[p_if, p_o]``.
+
+    ``vjp`` keeps the step's four gates and ``c_{t-1}``: five ``(batch,
+    units)`` tensors, where JAX's own VJP of the same step keeps twelve.
+    Backward computes ``c_t`` again from them, one multiply-add."""
+    _, c_tm1 = states
+    z = projected_t + r
+    units = c_tm1.shape[-1]
+    z_if, z_g, z_o = z[:, : 2 * units], z[:, 2 * units : 3 * units], z[:, 3 * units :]
+    if peepholes:
+        p_if, p_o = extra
+        z_if = z_if + p_if * jnp.concatenate([c_tm1, c_tm1], -1)
+    i_f = jax.nn.sigmoid(z_if)
+    i, f = i_f[:, :units], i_f[:, units:]
+    g = jnp.tanh(z_g)
+    c = f * c_tm1 + i * g
+    if peepholes:
+        z_o = z_o + p_o * c
+    o = jax.nn.sigmoid(z_o)
+    new = portable.keep_masked(mask_t, [o * jnp.tanh(c), c], states)
+    gates = jnp.concatenate([i_f, g, o], -1)
+    backward = functools.partial(_lstm_step_backward, peepholes)
+    return new, jax.tree_util.Partial(backward, gates, c_tm1, extra, mask_t)
+
+
+def _lstm_step_backward(peepholes, gates, c_tm1, extra, mask_t, d_new):
+    """``(d_projected, d_r, d_states, d_extra)`` of :func:`_lstm_step`."""
+    d_h, d_c = d_new
+    if mask_t is not None:
+        # A masked step carries both states over: their gradients pass by.
+        d_h_kept, d_c_kept = jnp.where(mask_t, 0, d_h), jnp.where(mask_t, 0, d_c)
+        d_h, d_c = jnp.where(mask_t, d_h, 0), jnp.where(mask_t, d_c, 0)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = f * c_tm1 + i * g
+    tanh_c = jnp.tanh(c)
+    d_z_o = d_h * tanh_c * o * (1 - o)
+    d_c = d_c + d_h * o * (1 - tanh_c * tanh_c)
+    if peepholes:
+        p_if, p_o = extra
+        d_c = d_c + d_z_o * p_o
+    d_z_i = d_c * g * i * (1 - i)
+    d_z_f = d_c * c_tm1 * f * (1 - f)
+    d_z_g = d_c * i * (1 - g * g)
+    d_c_tm1 = d_c * f
+    d_extra = []
+    if peepholes:
+        p_i, p_f = jnp.split(p_if, 2)
+        d_c_tm1 = d_c_tm1 + d_z_i * p_i + d_z_f * p_f
+        d_z_if = jnp.concatenate([d_z_i, d_z_f], -1)
+        c_in = jnp.concatenate([c_tm1, c_tm1], -1)
+        d_extra = [jnp.sum(d_z_if * c_in, 0), jnp.sum(d_z_o * c, 0)]
+    d_h_tm1 = jnp.zeros_like(d_h)
+    if mask_t is not None:
+        d_h_tm1, d_c_tm1 = d_h_kept, d_c_tm1 + d_c_kept
+    d_z = jnp.concatenate([d_z_i, d_z_f, d_z_g, d_z_o], -1)
+    return d_z, d_z, [d_h_tm1, d_c_tm1], d_extra

@@ -8,7 +8,9 @@ it changes is what each step of its backward pass does:
   every step's output and the residuals of the VJP of ``update`` (the step
   without its matmuls: the gates and the states it reads, as JAX's own
   backward pass keeps them), but not those that are the step's ``h`` or
-  ``h_{t-1}``, which backward reads from the outputs;
+  ``h_{t-1}``, which backward reads from the outputs; for a cell that
+  claims the plain or peephole LSTM's equations, :func:`_lstm_step` takes
+  the step's VJP itself and keeps only its gates and ``c_{t-1}``;
 - backward, a reverse ``lax.scan`` applies each step's VJP of ``update``
   to the states' gradients and sends ``dr_t @ kernel^T`` back to
   ``h_{t-1}``, ``r_t = h_in_t @ kernel`` being the recurrent matmul;

@@ -244,12 +244,14 @@ def _lstm_step(peepholes, projected_t, r, states, extra, mask_t):
     _, c_tm1 = states
     z = projected_t + r
     units = c_tm1.shape[-1]
-    z_if, z_g, z_o = z[:, : 2 * units], z[:, 2 * units : 3 * units], z[:, 3 * units :]
+    # Splits, not slices: a slice of a symbolic batch (jax2tf's export) is a
+    # gather, which TFLite's converter refuses.
+    z_if, z_g, z_o = jnp.split(z, [2 * units, 3 * units], axis=-1)
     if peepholes:
         p_if, p_o = extra
         z_if = z_if + p_if * jnp.concatenate([c_tm1, c_tm1], -1)
     i_f = jax.nn.sigmoid(z_if)
-    i, f = i_f[:, :units], i_f[:, units:]
+    i, f = jnp.split(i_f, 2, axis=-1)
     g = jnp.tanh(z_g)
     c = f * c_tm1 + i * g
     if peepholes:

@@ -238,8 +238,9 @@ def _lstm_step(peepholes, projected_t, r, states, extra, mask_t):
     ``"lstm_peephole"``, see ``keras_recurrent._cell.FusedKernel``), whose
     ``extra`` is ``[]`` or ``[p_if, p_o]``.
 
-    ``vjp`` keeps the step's four gates and ``c_{t-1}``: five ``(batch,
-    units)`` tensors, where JAX's own VJP of the same step keeps twelve.
+    ``vjp`` keeps the step's four gates and ``c_{t-1}``, as much as five
+    ``(batch, units)`` tensors, where JAX's own VJP of the same step keeps
+    nine tensors holding as much as twelve.
     Backward computes ``c_t`` again from them, one multiply-add."""
     _, c_tm1 = states
     z = projected_t + r

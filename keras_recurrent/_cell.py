@@ -76,6 +76,11 @@ class FusedKernel(NamedTuple):
       ``f_t`` reading ``c_{t-1} * p_i`` and ``c_{t-1} * p_f``, ``o_t``
       reading ``c_t * p_o``, and no projection (``keras_recurrent.LSTM``'s
       default; ONNX's ``LSTM`` with its input ``P``);
+    - ``"lstm_layer_norm"``, ``"lstm_layer_norm_peephole"``: the ``"lstm"``
+      and the ``"lstm_peephole"`` with ``x_t W``, ``h_{t-1} U`` and ``c_t``
+      layer-normalised (see ``keras_recurrent.LSTMCell``); no backend has a
+      fused kernel for them, and the JAX loop differentiates their step
+      itself (``keras_recurrent.loops.jax``);
     - ``"gru"``: the GRU with the reset gate applied after the recurrent
       matmul, gates ``z, r, h``, sigmoid gates and tanh.
 
@@ -83,7 +88,9 @@ class FusedKernel(NamedTuple):
     documented layout (``bias`` None without one; for ``"gru"`` of shape
     ``(2, 3 * units)``, input and recurrent bias), and for
     ``"lstm_projected"`` then ``P``, and for ``"lstm_peephole"`` then the
-    ``(3, units)`` stack of ``p_i, p_f, p_o``, read when called.
+    ``(3, units)`` stack of ``p_i, p_f, p_o``; the layer-normalised LSTMs
+    then give the gains and offsets of ``x_t W``, ``h_{t-1} U`` and ``c_t``,
+    in that order. The weights are read when called.
     """
 
     name: str

@@ -339,12 +339,17 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
         plain = (
             self.cell_clip is None
             and self.projection_clip is None
-            and not self.use_layer_norm
             and self.activation is keras.activations.tanh
             and self.recurrent_activation is keras.activations.sigmoid
         )
         if not plain:
             return None
+        if self.use_layer_norm:
+            if self.projection_units is not None:
+                return None
+            if self.use_peepholes:
+                return FusedKernel("lstm_layer_norm_peephole", self._norm_weights)
+            return FusedKernel("lstm_layer_norm", self._norm_weights)
         if self.use_peepholes:
             if self.projection_units is None:
                 return FusedKernel("lstm_peephole", self._peephole_weights)
@@ -358,6 +363,12 @@ class LSTMCell(StepCell, keras.layers.LSTMCell):
             *self.layer_weights(),
             ops.convert_to_tensor(self.projection_kernel),
         )
+
+    def _norm_weights(self):
+        peepholes = self.use_peepholes
+        weights = self._peephole_weights() if peepholes else self.layer_weights()
+        names = ("kernel_norm_gamma", "kernel_norm_beta", *_NORMS)
+        return (*weights, *(ops.convert_to_tensor(getattr(self, n)) for n in names))
 
     def _peephole_weights(self):
         # .value: on TensorFlow convert_to_tensor keeps a Keras variable,

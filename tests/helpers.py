@@ -137,6 +137,14 @@ VARIANTS = {
         2,
         reference.lstm_step,
     ),
+    # An epsilon of its own, as for the GRU above.
+    "lstm_layer_norm_peepholes": Variant(
+        kr.LSTM,
+        kr.LSTMCell,
+        {"use_peepholes": True, "use_layer_norm": True, "layer_norm_epsilon": 0.05},
+        2,
+        reference.lstm_step,
+    ),
     "lstm_layer_norm_peepholes_projection_clips": Variant(
         kr.LSTM,
         kr.LSTMCell,
@@ -222,8 +230,9 @@ def builtin_kwargs(kwargs):
 
 
 def new_layer(name, units=4, **kwargs):
-    """Our layer of configuration ``name``, not built."""
-    config = LAYERS[name]
+    """Our layer of configuration ``name`` (of ``LAYERS`` or ``VARIANTS``),
+    not built."""
+    config = LAYERS[name] if name in LAYERS else VARIANTS[name]
     return config.layer(units, **{**config.kwargs, **kwargs})
 
 

@@ -9,8 +9,9 @@ it changes is what each step of its backward pass does:
   without its matmuls: the gates and the states it reads, as JAX's own
   backward pass keeps them), but not those that are the step's ``h`` or
   ``h_{t-1}``, which backward reads from the outputs; for a cell that
-  claims the plain or peephole LSTM's equations, :func:`_lstm_step` takes
-  the step's VJP itself and keeps only its gates and ``c_{t-1}``;
+  claims the plain or peephole LSTM's equations, with or without layer
+  norm, :func:`_lstm_step` takes the step's VJP itself and keeps only its
+  gates and ``c_{t-1}`` (and the normalised ``h_{t-1} U``);
 - backward, a reverse ``lax.scan`` applies each step's VJP of ``update``
   to the states' gradients and sends ``dr_t @ kernel^T`` back to
   ``h_{t-1}``, ``r_t = h_in_t @ kernel`` being the recurrent matmul;
@@ -108,7 +109,9 @@ def _loop(cell, need_hs):
     claim = claimed_kernel(cell)
     own_vjp = None
     if claim is not None and claim.name in _LSTM_KERNELS:
-        own_vjp = functools.partial(_lstm_step, claim.name == "lstm_peephole")
+        peepholes, layer_norm = _LSTM_KERNELS[claim.name]
+        epsilon = cell.layer_norm_epsilon if layer_norm else None
+        own_vjp = functools.partial(_lstm_step, peepholes, epsilon)
 
     def parts(step_weights):
         """The recurrent kernel and the ``extra`` tensors of the step."""
@@ -228,28 +231,43 @@ def _loop(cell, need_hs):
     return run
 
 
-#: The kernels whose steps :func:`_lstm_step` differentiates.
-_LSTM_KERNELS = ("lstm", "lstm_peephole")
+#: The kernels whose steps :func:`_lstm_step` differentiates, with whether
+#: they have peepholes and layer norm.
+_LSTM_KERNELS = {
+    "lstm": (False, False),
+    "lstm_peephole": (True, False),
+    "lstm_layer_norm": (False, True),
+    "lstm_layer_norm_peephole": (True, True),
+}
 
 
-def _lstm_step(peepholes, projected_t, r, states, extra, mask_t):
+def _lstm_step(peepholes, epsilon, projected_t, r, states, extra, mask_t):
     """``(new_states, vjp)``, as ``jax.vjp`` of the loop's step gives them,
-    for a cell that claims the LSTM's equations (``"lstm"`` or
-    ``"lstm_peephole"``, see ``keras_recurrent._cell.FusedKernel``), whose
-    ``extra`` is ``[]`` or ``[p_if, p_o]``.
+    for a cell that claims one of the LSTM's :data:`_LSTM_KERNELS` (see
+    ``keras_recurrent._cell.FusedKernel``), whose ``extra`` is ``[p_if,
+    p_o]`` with peepholes, then with layer norm (``epsilon`` not None) the
+    gains and offsets of ``h_{t-1} U`` and of ``c_t``.
 
     ``vjp`` keeps the step's four gates and ``c_{t-1}``, as much as five
-    ``(batch, units)`` tensors, where JAX's own VJP of the same step keeps
-    nine tensors holding as much as twelve.
-    Backward computes ``c_t`` again from them, one multiply-add."""
+    ``(batch, units)`` tensors, where JAX's own VJP of the plain LSTM's step
+    keeps nine tensors holding as much as twelve; with layer norm, also the
+    normalised ``h_{t-1} U`` and its scale, four more. Backward computes
+    ``c_t`` (and its normalisation) again from them."""
     _, c_tm1 = states
+    peephole_weights, norms = (extra[:2], extra[2:]) if peepholes else ([], extra)
+    normalised = ()
+    if epsilon is not None:
+        r_gamma, r_beta, c_gamma, c_beta = norms
+        r_hat, r_scale = _normalise(r, epsilon)
+        r = r_hat * r_gamma + r_beta
+        normalised = (r_hat, r_scale)
     z = projected_t + r
     units = c_tm1.shape[-1]
     # Splits, not slices: a slice of a symbolic batch (jax2tf's export) is a
     # gather, which TFLite's converter refuses.
     z_if, z_g, z_o = jnp.split(z, [2 * units, 3 * units], axis=-1)
     if peepholes:
-        p_if, p_o = extra
+        p_if, p_o = peephole_weights
         z_if = z_if + p_if * jnp.concatenate([c_tm1, c_tm1], -1)
     i_f = jax.nn.sigmoid(z_if)
     i, f = jnp.split(i_f, 2, axis=-1)
@@ -258,26 +276,42 @@ def _lstm_step(peepholes, projected_t, r, states, extra, mask_t):
     if peepholes:
         z_o = z_o + p_o * c
     o = jax.nn.sigmoid(z_o)
-    new = portable.keep_masked(mask_t, [o * jnp.tanh(c), c], states)
+    c_out = c
+    if epsilon is not None:
+        c_out = _normalise(c, epsilon)[0] * c_gamma + c_beta
+    new = portable.keep_masked(mask_t, [o * jnp.tanh(c_out), c], states)
     gates = jnp.concatenate([i_f, g, o], -1)
-    backward = functools.partial(_lstm_step_backward, peepholes)
-    return new, jax.tree_util.Partial(backward, gates, c_tm1, extra, mask_t)
+    backward = functools.partial(_lstm_step_backward, peepholes, epsilon)
+    return new, jax.tree_util.Partial(backward, gates, c_tm1, normalised, extra, mask_t)
 
 
-def _lstm_step_backward(peepholes, gates, c_tm1, extra, mask_t, d_new):
+def _lstm_step_backward(
+    peepholes, epsilon, gates, c_tm1, normalised, extra, mask_t, d_new
+):
     """``(d_projected, d_r, d_states, d_extra)`` of :func:`_lstm_step`."""
     d_h, d_c = d_new
     if mask_t is not None:
         # A masked step carries both states over: their gradients pass by.
         d_h_kept, d_c_kept = jnp.where(mask_t, 0, d_h), jnp.where(mask_t, 0, d_c)
         d_h, d_c = jnp.where(mask_t, d_h, 0), jnp.where(mask_t, d_c, 0)
+    peephole_weights, norms = (extra[:2], extra[2:]) if peepholes else ([], extra)
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = f * c_tm1 + i * g
-    tanh_c = jnp.tanh(c)
+    if epsilon is None:
+        tanh_c = jnp.tanh(c)
+    else:
+        r_gamma, _, c_gamma, c_beta = norms
+        c_hat, c_scale = _normalise(c, epsilon)
+        tanh_c = jnp.tanh(c_hat * c_gamma + c_beta)
     d_z_o = d_h * tanh_c * o * (1 - o)
-    d_c = d_c + d_h * o * (1 - tanh_c * tanh_c)
+    d_c_out = d_h * o * (1 - tanh_c * tanh_c)
+    d_norms = []
+    if epsilon is not None:
+        d_norms = [jnp.sum(d_c_out * c_hat, 0), jnp.sum(d_c_out, 0)]
+        d_c_out = _normalise_backward(d_c_out * c_gamma, c_hat, c_scale)
+    d_c = d_c + d_c_out
     if peepholes:
-        p_if, p_o = extra
+        p_if, p_o = peephole_weights
         d_c = d_c + d_z_o * p_o
     d_z_i = d_c * g * i * (1 - i)
     d_z_f = d_c * c_tm1 * f * (1 - f)
@@ -294,4 +328,29 @@ def _lstm_step_backward(peepholes, gates, c_tm1, extra, mask_t, d_new):
     if mask_t is not None:
         d_h_tm1, d_c_tm1 = d_h_kept, d_c_tm1 + d_c_kept
     d_z = jnp.concatenate([d_z_i, d_z_f, d_z_g, d_z_o], -1)
-    return d_z, d_z, [d_h_tm1, d_c_tm1], d_extra
+    d_r = d_z
+    if epsilon is not None:
+        r_hat, r_scale = normalised
+        d_extra += [jnp.sum(d_z * r_hat, 0), jnp.sum(d_z, 0), *d_norms]
+        d_r = _normalise_backward(d_z * r_gamma, r_hat, r_scale)
+    return d_z, d_r, [d_h_tm1, d_c_tm1], d_extra
+
+
+def _normalise(z, epsilon):
+    """``(z_hat, scale)``: ``z`` centred and scaled over its last axis,
+    ``z_hat = (z - mean(z)) * scale``, ``scale = 1 / sqrt(var(z) +
+    epsilon)``, as ``keras_recurrent._ops.layer_norm`` computes them in
+    float32 and float64."""
+    width = z.shape[-1]
+    centred = z - jnp.sum(z, -1, keepdims=True) / width
+    variance = jnp.sum(jnp.square(centred), -1, keepdims=True) / width
+    scale = jax.lax.rsqrt(variance + epsilon)
+    return centred * scale, scale
+
+
+def _normalise_backward(d_z_hat, z_hat, scale):
+    """The gradient of :func:`_normalise`'s ``z`` from that of ``z_hat``."""
+    width = z_hat.shape[-1]
+    mean_d = jnp.sum(d_z_hat, -1, keepdims=True) / width
+    mean_d_z_hat = jnp.sum(d_z_hat * z_hat, -1, keepdims=True) / width
+    return scale * (d_z_hat - mean_d - z_hat * mean_d_z_hat)

@@ -88,14 +88,22 @@ def layer_norm(z, gamma, beta, epsilon):
     """
     dtype = keras.backend.standardize_dtype(z.dtype)
     stats_dtype = dtype if dtype in ("float32", "float64") else "float32"
-    z32 = cast(z, stats_dtype)
+    normed, _ = normalise(cast(z, stats_dtype), epsilon)
+    return cast(normed * cast(gamma, stats_dtype) + cast(beta, stats_dtype), dtype)
+
+
+def normalise(z, epsilon):
+    """``(z_hat, scale)`` over the last axis of ``z``, in its dtype:
+    ``z_hat = (z - mean(z)) * scale`` and ``scale = 1 / sqrt(var(z) +
+    epsilon)``, the part of :func:`layer_norm` before its gain and offset
+    (which the JAX loop's LSTM step also keeps for its backward pass)."""
     width = z.shape[-1]
-    centred = z32 - ops.sum(z32, axis=-1, keepdims=True) / width
+    centred = z - ops.sum(z, axis=-1, keepdims=True) / width
     variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / width
     # A Python float keeps the tensor's dtype; ops.cast(epsilon, "float64")
     # would round it to float32 first on some backends.
-    normed = centred * ops.rsqrt(variance + epsilon)
-    return cast(normed * cast(gamma, stats_dtype) + cast(beta, stats_dtype), dtype)
+    scale = ops.rsqrt(variance + epsilon)
+    return centred * scale, scale
 
 
 def shape_of(value):

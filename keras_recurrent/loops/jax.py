@@ -42,6 +42,7 @@ import jax
 from jax import numpy as jnp
 from keras import ops
 
+from keras_recurrent import _ops
 from keras_recurrent._cell import claimed_kernel, declared, recurrent_input
 from keras_recurrent.loops import portable, shared
 
@@ -258,7 +259,7 @@ def _lstm_step(peepholes, epsilon, projected_t, r, states, extra, mask_t):
     normalised = ()
     if epsilon is not None:
         r_gamma, r_beta, c_gamma, c_beta = norms
-        r_hat, r_scale = _normalise(r, epsilon)
+        r_hat, r_scale = _ops.normalise(r, epsilon)
         r = r_hat * r_gamma + r_beta
         normalised = (r_hat, r_scale)
     z = projected_t + r
@@ -278,7 +279,7 @@ def _lstm_step(peepholes, epsilon, projected_t, r, states, extra, mask_t):
     o = jax.nn.sigmoid(z_o)
     c_out = c
     if epsilon is not None:
-        c_out = _normalise(c, epsilon)[0] * c_gamma + c_beta
+        c_out = _ops.normalise(c, epsilon)[0] * c_gamma + c_beta
     new = portable.keep_masked(mask_t, [o * jnp.tanh(c_out), c], states)
     gates = jnp.concatenate([i_f, g, o], -1)
     backward = functools.partial(_lstm_step_backward, peepholes, epsilon)
@@ -301,7 +302,7 @@ def _lstm_step_backward(
         tanh_c = jnp.tanh(c)
     else:
         r_gamma, _, c_gamma, c_beta = norms
-        c_hat, c_scale = _normalise(c, epsilon)
+        c_hat, c_scale = _ops.normalise(c, epsilon)
         tanh_c = jnp.tanh(c_hat * c_gamma + c_beta)
     d_z_o = d_h * tanh_c * o * (1 - o)
     d_c_out = d_h * o * (1 - tanh_c * tanh_c)
@@ -336,20 +337,9 @@ def _lstm_step_backward(
     return d_z, d_r, [d_h_tm1, d_c_tm1], d_extra
 
 
-def _normalise(z, epsilon):
-    """``(z_hat, scale)``: ``z`` centred and scaled over its last axis,
-    ``z_hat = (z - mean(z)) * scale``, ``scale = 1 / sqrt(var(z) +
-    epsilon)``, as ``keras_recurrent._ops.layer_norm`` computes them in
-    float32 and float64."""
-    width = z.shape[-1]
-    centred = z - jnp.sum(z, -1, keepdims=True) / width
-    variance = jnp.sum(jnp.square(centred), -1, keepdims=True) / width
-    scale = jax.lax.rsqrt(variance + epsilon)
-    return centred * scale, scale
-
-
 def _normalise_backward(d_z_hat, z_hat, scale):
-    """The gradient of :func:`_normalise`'s ``z`` from that of ``z_hat``."""
+    """The gradient of ``keras_recurrent._ops.normalise``'s ``z`` from that
+    of ``z_hat``."""
     width = z_hat.shape[-1]
     mean_d = jnp.sum(d_z_hat, -1, keepdims=True) / width
     mean_d_z_hat = jnp.sum(d_z_hat * z_hat, -1, keepdims=True) / width
